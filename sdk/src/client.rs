@@ -24,7 +24,7 @@ use crate::proto::{
     ListSubscriptionsResponse, Subscription, SubscriptionSecret, UpdateSubscriptionRequest,
     WatchDeliveriesRequest,
 };
-use crate::{ClientConfig, Error};
+use crate::{ClientConfig, DEFAULT_SERVER, Error};
 
 /// Gives up dialling the gRPC server after this long, so a wrong address fails instead of hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,9 +204,19 @@ impl Client {
 
 /// Parses the gRPC server address into an endpoint with the SDK's connection settings.
 fn grpc_endpoint(server: &str) -> Result<Endpoint, Error> {
-    let endpoint = Endpoint::from_shared(server.to_owned()).map_err(|error| {
-        Error::InvalidConfig(format!("server url {server:?} is not a valid url (expected e.g. http://127.0.0.1:50051): {error}"))
-    })?;
+    let invalid = |reason: &str| {
+        Error::InvalidConfig(format!(
+            "server url {server:?} {reason} (expected e.g. {DEFAULT_SERVER})"
+        ))
+    };
+    // The endpoint parser accepts scheme-less strings such as `localhost` and only fails when
+    // dialling; checking here turns that into a configuration error that names the problem.
+    let uri: http::Uri = server.parse().map_err(|_| invalid("is not a valid url"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        return Err(invalid("must be an absolute http:// or https:// url"));
+    }
+    let endpoint =
+        Endpoint::from_shared(server.to_owned()).map_err(|_| invalid("is not a valid url"))?;
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT))
 }
 
@@ -307,9 +317,17 @@ mod tests {
     }
 
     #[test]
-    fn server_url_that_does_not_parse_is_an_invalid_config() {
-        let error = grpc_endpoint("not a url").unwrap_err();
-
-        assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
+    fn server_url_must_be_absolute_http() {
+        assert!(grpc_endpoint("http://127.0.0.1:50051").is_ok());
+        for bad in [
+            "not a url",
+            "localhost",
+            "localhost:50051",
+            "ftp://host:1",
+            "/path",
+        ] {
+            let error = grpc_endpoint(bad).unwrap_err();
+            assert!(matches!(error, Error::InvalidConfig(_)), "{bad}: {error:?}");
+        }
     }
 }
