@@ -1,0 +1,62 @@
+//! The gRPC API: thin tonic handlers over [`crate::service`], plus health and reflection.
+//!
+//! - [`subscriptions`]: `whd.v1.SubscriptionService`.
+//! - [`deliveries`]: `whd.v1.DeliveryService`, including `WatchDeliveries`.
+//! - [`convert`]: proto messages ↔ service inputs and domain records.
+
+pub mod convert;
+pub mod deliveries;
+pub mod subscriptions;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use whd_proto::v1::delivery_service_server::DeliveryServiceServer;
+use whd_proto::v1::subscription_service_server::SubscriptionServiceServer;
+
+use crate::service::Service;
+
+/// Largest gRPC message accepted or sent. Requests are small; this only stops abuse.
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Serves the gRPC API on `listener` until `shutdown` is cancelled, then finishes open calls.
+pub async fn serve<H: tonic_health::pb::health_server::Health>(
+    listener: TcpListener,
+    service: Service,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(whd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(whd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor set is valid");
+
+    let subscriptions = SubscriptionServiceServer::new(subscriptions::SubscriptionsApi::new(service.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let deliveries = DeliveryServiceServer::new(deliveries::DeliveriesApi::new(service))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(subscriptions)
+        .add_service(deliveries)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// Whether an address is on this machine only.
+pub fn is_loopback(address: &SocketAddr) -> bool {
+    address.ip().is_loopback()
+}

@@ -1,0 +1,13 @@
+//! Outbound delivery: workers claim tasks and attempt them through one pooled HTTP client.
+//!
+//! - [`worker`]: the dispatcher loop that feeds attempts from the in-memory hand-off and from due retries.
+//! - [`attempt`]: one attempt end to end, from request to recorded result.
+//! - [`retry`]: the retry schedule (pure).
+//! - [`signer`]: Standard Webhooks signatures.
+//! - [`client`]: the shared hyper client.
+
+pub mod attempt;
+pub mod client;
+pub mod retry;
+pub mod signer;
+pub mod worker;

@@ -1,0 +1,250 @@
+//! The dispatcher: takes tasks and runs their attempts concurrently, at most `max_in_flight` at once.
+//!
+//! Tasks come from two places:
+//! - the in-memory hand-off, fed by ingest right after a commit, for tasks inserted already leased to
+//!   this node: the first attempt needs no database read;
+//! - claims of due tasks (retries, recovery of expired leases, overflow of the hand-off), made when a
+//!   retry is known to come due, when woken, or on the fallback poll tick.
+//!
+//! A task is only started while its lease still covers a whole attempt plus a margin; one that waited
+//! too long is dropped from memory and will be claimed again from the database, so an attempt never
+//! runs on a lease that could expire under it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::attempt::{self, AttemptContext};
+use crate::cache::SubscriptionCache;
+use crate::commit::Committer;
+use crate::store::{ClaimedTask, LeaseRequest, Store, duration_millis, now_millis};
+
+/// Most tasks claimed from the database in one statement.
+const CLAIM_BATCH: u32 = 256;
+
+/// Time a lease must still have left when an attempt starts, beyond the attempt timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Sends freshly committed tasks straight to this node's dispatcher.
+#[derive(Debug, Clone)]
+pub struct HotQueue {
+    sender: mpsc::Sender<ClaimedTask>,
+}
+
+impl HotQueue {
+    /// Reserves room for one task, or `None` when the dispatcher is saturated; the caller then
+    /// queues the task unleased and it is claimed from the database instead.
+    pub fn try_reserve(&self) -> Option<mpsc::Permit<'_, ClaimedTask>> {
+        self.sender.try_reserve().ok()
+    }
+}
+
+/// Wakes the dispatcher early: on new due work, and at the earliest retry it knows of.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    notify: Notify,
+    earliest_due: Mutex<Option<Instant>>,
+}
+
+impl Wakeup {
+    /// Asks the dispatcher to look for due work now.
+    pub fn now(&self) {
+        self.due_in(Duration::ZERO);
+    }
+
+    /// Tells the dispatcher that a task comes due after `delay`.
+    pub fn due_in(&self, delay: Duration) {
+        let due = Instant::now() + delay;
+        let mut earliest = self.lock();
+        if earliest.is_none_or(|current| due < current) {
+            *earliest = Some(due);
+            drop(earliest);
+            self.notify.notify_one();
+        }
+    }
+
+    /// When to look for due work next: the earliest known due time, or `fallback` if sooner.
+    fn next(&self, fallback: Instant) -> Instant {
+        self.lock().map_or(fallback, |due| due.min(fallback))
+    }
+
+    /// Forgets due times that a claim made at `now` has covered.
+    fn covered(&self, now: Instant) {
+        let mut earliest = self.lock();
+        if earliest.is_some_and(|due| due <= now) {
+            *earliest = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.earliest_due.lock().expect("never poisoned: nothing panics while holding it")
+    }
+}
+
+/// Everything the dispatcher and its attempts share.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    cache: SubscriptionCache,
+    committer: Committer,
+    context: AttemptContext,
+    lease: LeaseRequest,
+    poll_interval: Duration,
+    in_flight: Arc<Semaphore>,
+    wakeup: Arc<Wakeup>,
+    hot: mpsc::Receiver<ClaimedTask>,
+    backlog: VecDeque<ClaimedTask>,
+}
+
+/// Settings of the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherSettings {
+    /// Most attempts at once.
+    pub max_in_flight: usize,
+    /// Fallback poll interval.
+    pub poll_interval: Duration,
+    /// The lease taken on claimed tasks.
+    pub lease: LeaseRequest,
+}
+
+impl Dispatcher {
+    /// A dispatcher and the hand-off queue that feeds it.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: SubscriptionCache,
+        committer: Committer,
+        context: AttemptContext,
+        settings: DispatcherSettings,
+        wakeup: Arc<Wakeup>,
+    ) -> (Self, HotQueue) {
+        // The hand-off holds about one round of work; more would only wait in memory.
+        let (sender, hot) = mpsc::channel(settings.max_in_flight.max(1));
+        let dispatcher = Dispatcher {
+            store,
+            cache,
+            committer,
+            context,
+            lease: settings.lease,
+            poll_interval: settings.poll_interval,
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
+            wakeup,
+            hot,
+            backlog: VecDeque::new(),
+        };
+        (dispatcher, HotQueue { sender })
+    }
+
+    /// Runs until `stop` is cancelled, spawning attempts on `attempts`. Attempts still running when
+    /// `abort` is cancelled are abandoned unrecorded; their leases expire and they are retried.
+    pub async fn run(mut self, stop: CancellationToken, abort: CancellationToken, attempts: TaskTracker) {
+        let mut next_poll = Instant::now();
+        loop {
+            let permit = tokio::select! {
+                () = stop.cancelled() => break,
+                permit = self.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            if let Some(task) = self.backlog.pop_front() {
+                self.start(task, permit, &abort, &attempts);
+                continue;
+            }
+            let wake_at = self.wakeup.next(next_poll);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                Some(task) = self.hot.recv() => self.start(task, permit, &abort, &attempts),
+                // Something changed the next due time: work it out again.
+                () = self.wakeup.notify.notified() => drop(permit),
+                () = tokio::time::sleep_until(wake_at) => {
+                    drop(permit);
+                    let claimed_at = Instant::now();
+                    let claimed = self.claim().await;
+                    self.wakeup.covered(claimed_at);
+                    // A full batch means more is due: claim again at once; otherwise rest until the
+                    // next tick or wake-up.
+                    next_poll = if claimed >= CLAIM_BATCH as usize { Instant::now() } else { Instant::now() + self.poll_interval };
+                }
+            }
+        }
+        tracing::debug!(waiting = self.backlog.len() + self.hot.len(), "dispatcher stopped claiming");
+    }
+
+    /// Claims due tasks into the backlog, as many as could start now; returns how many.
+    async fn claim(&mut self) -> usize {
+        let room = u32::try_from(self.in_flight.available_permits()).unwrap_or(u32::MAX).min(CLAIM_BATCH);
+        if room == 0 {
+            return 0;
+        }
+        match self.store.claim_due(&self.lease, room).await {
+            Ok(tasks) => {
+                let claimed = tasks.len();
+                self.backlog.extend(tasks);
+                claimed
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "claiming due deliveries failed");
+                0
+            }
+        }
+    }
+
+    fn start(&self, task: ClaimedTask, permit: OwnedSemaphorePermit, abort: &CancellationToken, attempts: &TaskTracker) {
+        let needed = duration_millis(self.context.timeout + LEASE_MARGIN);
+        if task.lease_expires_at - now_millis() < needed {
+            tracing::debug!(delivery_id = %task.delivery_id, "lease too short to start; left for a later claim");
+            return;
+        }
+        let cache = self.cache.clone();
+        let committer = self.committer.clone();
+        let context = self.context.clone();
+        let wakeup = self.wakeup.clone();
+        let abort = abort.clone();
+        attempts.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                () = abort.cancelled() => {}
+                () = attempt_and_record(&cache, &committer, &context, &wakeup, task) => {}
+            }
+        });
+    }
+}
+
+async fn attempt_and_record(
+    cache: &SubscriptionCache,
+    committer: &Committer,
+    context: &AttemptContext,
+    wakeup: &Wakeup,
+    task: ClaimedTask,
+) {
+    let subscription = match cache.get(&task.subscription_id).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            // Leave the task leased; it is claimed again when the lease expires.
+            tracing::warn!(delivery_id = %task.delivery_id, error = %error, "could not read the subscription; attempt postponed");
+            return;
+        }
+    };
+    let record = attempt::run(context, &task, subscription.as_deref()).await;
+    let retry_after = record.retry_after;
+    tracing::debug!(
+        delivery_id = %record.delivery_id,
+        attempt = record.attempt_number,
+        outcome = ?record.outcome,
+        http_status = record.http_status,
+        error = record.error.as_deref(),
+        "attempt finished"
+    );
+    match committer.record(record).await {
+        Ok(Some(_)) => {
+            if let Some(delay) = retry_after {
+                wakeup.due_in(delay);
+            }
+        }
+        Ok(None) => tracing::warn!(delivery_id = %task.delivery_id, "attempt result discarded: the lease was taken over"),
+        Err(error) => tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried"),
+    }
+}

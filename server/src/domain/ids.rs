@@ -1,0 +1,101 @@
+//! Identifiers. Both are random enough to be unguessable: knowing one id tells nothing about another.
+
+use std::fmt;
+
+use crate::error::ServiceError;
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Parses an id given by a client. An id that is malformed cannot exist, so it is reported
+            /// as not found rather than as invalid: the client asked for something that is not there.
+            pub fn parse(value: &str) -> Result<Self, ServiceError> {
+                let well_formed = value
+                    .strip_prefix($prefix)
+                    .is_some_and(|rest| rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+                if well_formed {
+                    Ok($name(value.to_owned()))
+                } else if value.is_empty() {
+                    Err(ServiceError::invalid_field("id", concat!("a ", $kind, " id is required")))
+                } else {
+                    Err(ServiceError::not_found($kind, value))
+                }
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Wraps a value read back from the database.
+            pub(crate) fn from_trusted(value: String) -> Self {
+                $name(value)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A subscription's id: `sub_` and 32 hex digits of a random (v4) UUID.
+    SubscriptionId,
+    "sub_",
+    "subscription"
+);
+
+prefixed_id!(
+    /// A delivery's id, also sent as `webhook-id`: `msg_` and 32 hex digits of a v7 UUID, whose time
+    /// prefix keeps new rows at the end of the primary-key index while 74 random bits keep it unguessable.
+    DeliveryId,
+    "msg_",
+    "delivery"
+);
+
+impl SubscriptionId {
+    /// A fresh random id.
+    pub fn generate() -> Self {
+        SubscriptionId(format!("sub_{}", uuid::Uuid::new_v4().simple()))
+    }
+}
+
+impl DeliveryId {
+    /// A fresh id, ordered by creation time.
+    pub fn generate() -> Self {
+        DeliveryId(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn generated_ids_parse_back_and_differ() {
+        let a = SubscriptionId::generate();
+        let b = SubscriptionId::generate();
+        assert_ne!(a, b);
+        assert_eq!(SubscriptionId::parse(a.as_str()).unwrap(), a);
+        let d = DeliveryId::generate();
+        assert_eq!(DeliveryId::parse(d.as_str()).unwrap(), d);
+    }
+
+    #[test]
+    fn a_malformed_id_is_not_found_and_an_empty_one_is_invalid() {
+        assert_eq!(SubscriptionId::parse("sub_nope").unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(SubscriptionId::parse(DeliveryId::generate().as_str()).unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(SubscriptionId::parse("").unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+}

@@ -1,0 +1,130 @@
+//! Ingest: validate, filter by event type, commit, and hand the task to a worker. A webhook is only
+//! acknowledged after its commit, so an acknowledged webhook is never lost.
+
+use bytes::Bytes;
+
+use crate::domain::{DeliveryId, EventType, SubscriptionId};
+use crate::error::{ErrorCode, ServiceError};
+use crate::store::{ClaimedTask, NewDelivery, duration_millis};
+
+use super::{Service, commit_error, store_error};
+
+/// A webhook as received.
+#[derive(Debug, Clone)]
+pub struct IngestRequest<'a> {
+    /// The subscription in the path.
+    pub subscription_id: &'a str,
+    /// The `content-type` header.
+    pub content_type: Option<&'a str>,
+    /// The event type (`X-Event-Type` or `?event_type=`).
+    pub event_type: Option<&'a str>,
+    /// The body, already read within the size limit.
+    pub body: Bytes,
+}
+
+/// What ingest did with a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestReceipt {
+    /// Committed for delivery.
+    Queued(DeliveryId),
+    /// The subscription does not want this event type; nothing was queued.
+    Filtered,
+}
+
+impl Service {
+    /// Accepts one webhook.
+    pub async fn ingest(&self, request: IngestRequest<'_>) -> Result<IngestReceipt, ServiceError> {
+        let subscription_id = SubscriptionId::parse(request.subscription_id)?;
+        if !is_json_media_type(request.content_type) {
+            return Err(ServiceError::new(
+                ErrorCode::UnsupportedMediaType,
+                "content-type must be application/json",
+            ));
+        }
+        let event_type = request.event_type.map(|value| EventType::parse("event_type", value)).transpose()?;
+        validate_json(&request.body)?;
+
+        let subscription = self
+            .inner
+            .cache
+            .get(&subscription_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ServiceError::not_found("subscription", subscription_id.as_str()))?;
+        if !subscription.event_types.is_empty()
+            && !event_type.as_ref().is_some_and(|event_type| subscription.event_types.contains(event_type))
+        {
+            return Ok(IngestReceipt::Filtered);
+        }
+
+        // With room in this node's hand-off, the task is inserted already leased to this node and goes
+        // to a worker straight from memory; otherwise it is queued due-now for any node to claim.
+        let hand_off = self.inner.hot.try_reserve();
+        let lease = hand_off.as_ref().map(|_| self.inner.settings.lease.clone());
+        let delivery = NewDelivery {
+            id: DeliveryId::generate(),
+            subscription_id,
+            event_type,
+            payload: request.body,
+            lease,
+        };
+        let task_parts = hand_off.as_ref().map(|_| (delivery.subscription_id.clone(), delivery.event_type.clone(), delivery.payload.clone()));
+        let queued = self.inner.committer.enqueue(delivery).await.map_err(commit_error)?;
+        match (hand_off, task_parts) {
+            (Some(permit), Some((subscription_id, event_type, payload))) => permit.send(ClaimedTask {
+                delivery_id: queued.delivery_id.clone(),
+                subscription_id,
+                event_type,
+                payload,
+                attempts_made: 0,
+                lease_token: 1,
+                lease_expires_at: queued.logged_at + duration_millis(self.inner.settings.lease.duration),
+            }),
+            _ => self.inner.wakeup.now(),
+        }
+        Ok(IngestReceipt::Queued(queued.delivery_id))
+    }
+}
+
+/// `application/json` or any `application/*+json`, with or without parameters.
+fn is_json_media_type(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else { return false };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Checks that the body is UTF-8 holding one well-formed JSON value, without building it in memory.
+/// UTF-8 is checked separately because skipping a string does not validate it. serde_json refuses
+/// nesting deeper than 128 levels, which stops nesting bombs.
+fn validate_json(body: &[u8]) -> Result<(), ServiceError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|error| ServiceError::new(ErrorCode::InvalidArgument, format!("body is not valid UTF-8: {error}")))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|error| ServiceError::new(ErrorCode::InvalidArgument, format!("body is not valid JSON: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types_are_recognised_with_parameters_and_suffixes() {
+        assert!(is_json_media_type(Some("application/json")));
+        assert!(is_json_media_type(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json_media_type(Some("application/cloudevents+json")));
+        assert!(!is_json_media_type(Some("text/plain")));
+        assert!(!is_json_media_type(Some("application/x-www-form-urlencoded")));
+        assert!(!is_json_media_type(None));
+    }
+
+    #[test]
+    fn json_validation_rejects_garbage_invalid_utf8_and_deep_nesting() {
+        assert!(validate_json(br#"{"a":[1,2,{"b":null}]}"#).is_ok());
+        assert!(validate_json(b"{not json").is_err());
+        assert!(validate_json(b"\"\xff\"").is_err());
+        assert!(validate_json(b"{} {}").is_err());
+        let bomb = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(validate_json(bomb.as_bytes()).is_err());
+    }
+}

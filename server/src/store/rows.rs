@@ -1,0 +1,123 @@
+//! Decoding of stored rows into domain records, shared by both backends through [`RowExt`], so that
+//! each backend only says how to read a column of each primitive type.
+
+use bytes::Bytes;
+
+use super::{
+    ClaimedTask, DeliveryRecord, LoggedAttempt, LoggedEvent, StoreError, SubscriptionRecord, decode_event_types,
+    decode_target_url,
+};
+use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret, SubscriptionId};
+
+/// Typed column access, implemented by each backend's row type.
+pub(crate) trait RowExt {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn blob(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+macro_rules! impl_row_ext {
+    ($row:ty) => {
+        impl crate::store::rows::RowExt for $row {
+            fn text(&self, column: &str) -> Result<String, crate::store::StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, crate::store::StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64, crate::store::StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, crate::store::StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+            fn blob(&self, column: &str) -> Result<Vec<u8>, crate::store::StoreError> {
+                Ok(sqlx::Row::try_get(self, column)?)
+            }
+        }
+    };
+}
+pub(crate) use impl_row_ext;
+
+/// Columns of `subscriptions`, in the order [`subscription`] reads them.
+pub(crate) const SUBSCRIPTION_COLUMNS: &str =
+    "id, target_url, secret, previous_secret, previous_secret_until, event_types, description, created_at, updated_at";
+
+pub(crate) fn subscription(row: &impl RowExt) -> Result<SubscriptionRecord, StoreError> {
+    Ok(SubscriptionRecord {
+        id: SubscriptionId::from_trusted(row.text("id")?),
+        target_url: decode_target_url(&row.text("target_url")?)?,
+        secret: row.opt_text("secret")?.map(SigningSecret::from_trusted),
+        previous_secret: row.opt_text("previous_secret")?.map(SigningSecret::from_trusted),
+        previous_secret_until: row.opt_int("previous_secret_until")?,
+        event_types: decode_event_types(&row.text("event_types")?)?,
+        description: row.text("description")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// Columns of `delivery_log`, in the order [`logged_event`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "cursor, kind, delivery_id, subscription_id, event_type, status, logged_at, \
+     attempt_number, outcome, target_url, http_status, error, duration_us, next_attempt_at";
+
+pub(crate) fn logged_event(row: &impl RowExt) -> Result<LoggedEvent, StoreError> {
+    let kind = EventKind::from_i64(row.int("kind")?);
+    let attempt = match kind {
+        EventKind::Queued => None,
+        EventKind::Attempt => Some(LoggedAttempt {
+            attempt_number: u32::try_from(row.opt_int("attempt_number")?.unwrap_or(0)).unwrap_or(0),
+            outcome: AttemptOutcome::from_i64(row.opt_int("outcome")?.unwrap_or(0)),
+            target_url: row.opt_text("target_url")?.unwrap_or_default(),
+            http_status: row.opt_int("http_status")?.and_then(|status| u16::try_from(status).ok()),
+            error: row.opt_text("error")?,
+            duration_us: row.opt_int("duration_us")?.unwrap_or(0),
+        }),
+    };
+    Ok(LoggedEvent {
+        cursor: row.int("cursor")?,
+        kind,
+        delivery_id: DeliveryId::from_trusted(row.text("delivery_id")?),
+        subscription_id: SubscriptionId::from_trusted(row.text("subscription_id")?),
+        event_type: row.opt_text("event_type")?.map(EventType::from_trusted),
+        status: DeliveryStatus::from_i64(row.int("status")?),
+        logged_at: row.int("logged_at")?,
+        attempt,
+        next_attempt_at: row.opt_int("next_attempt_at")?,
+    })
+}
+
+/// Columns of `deliveries` that [`delivery`] reads.
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, subscription_id, event_type, status, attempt_count, next_attempt_at, created_at";
+
+pub(crate) fn delivery(row: &impl RowExt) -> Result<DeliveryRecord, StoreError> {
+    let status = DeliveryStatus::from_i64(row.int("status")?);
+    Ok(DeliveryRecord {
+        id: DeliveryId::from_trusted(row.text("id")?),
+        subscription_id: SubscriptionId::from_trusted(row.text("subscription_id")?),
+        event_type: row.opt_text("event_type")?.map(EventType::from_trusted),
+        status,
+        attempt_count: u32::try_from(row.int("attempt_count")?).unwrap_or(u32::MAX),
+        next_attempt_at: if status == DeliveryStatus::Pending { row.opt_int("next_attempt_at")? } else { None },
+        created_at: row.int("created_at")?,
+    })
+}
+
+/// Columns a claim returns, in the order [`claimed_task`] reads them.
+pub(crate) const CLAIM_COLUMNS: &str =
+    "id, subscription_id, event_type, payload, attempt_count, lease_token, next_attempt_at";
+
+pub(crate) fn claimed_task(row: &impl RowExt) -> Result<ClaimedTask, StoreError> {
+    Ok(ClaimedTask {
+        delivery_id: DeliveryId::from_trusted(row.text("id")?),
+        subscription_id: SubscriptionId::from_trusted(row.text("subscription_id")?),
+        event_type: row.opt_text("event_type")?.map(EventType::from_trusted),
+        payload: Bytes::from(row.blob("payload")?),
+        attempts_made: u32::try_from(row.int("attempt_count")?).unwrap_or(u32::MAX),
+        lease_token: row.int("lease_token")?,
+        lease_expires_at: row.opt_int("next_attempt_at")?.unwrap_or(0),
+    })
+}

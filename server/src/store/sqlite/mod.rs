@@ -1,0 +1,402 @@
+//! The embedded SQLite backend: one file, WAL mode, one writer connection and a pool of readers.
+//!
+//! SQLite allows one writer at a time. Every write goes through the single connection of the writer
+//! pool and starts with `BEGIN IMMEDIATE`, which takes the write lock up front, so a transaction never
+//! fails half-way with `SQLITE_BUSY`; readers never block the writer in WAL mode. One file is served by
+//! one `whd` process, so this node's clock is the database's clock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext};
+use super::{
+    ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions, PurgeCounts, Store,
+    StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch, WriteOutcome, duration_millis, encode_event_types,
+    now_millis,
+};
+use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
+
+impl_row_ext!(SqliteRow);
+
+/// Rows per multi-row INSERT: well under SQLite's limit of 32,766 bound parameters.
+const INSERT_CHUNK: usize = 256;
+
+/// How long a statement waits for the write lock before giving up; generous because the only
+/// contender is this process's own writer connection, and a checkpoint can take a moment.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the file named by `database_url`: a path, or
+    /// `sqlite://path`, `sqlite:path`.
+    pub async fn open(database_url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
+        let base = if database_url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(database_url)?
+        } else {
+            SqliteConnectOptions::new().filename(database_url)
+        };
+        let synchronous = if options.sqlite_full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
+        let base = base
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(false);
+
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        sqlx::migrate!("src/store/sqlite/migrations").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_subscription(&self, subscription: &SubscriptionRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO subscriptions (id, target_url, secret, previous_secret, previous_secret_until, event_types, \
+             description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(subscription.id.as_str())
+        .bind(subscription.target_url.as_str())
+        .bind(subscription.secret.as_ref().map(|secret| secret.expose()))
+        .bind(subscription.previous_secret.as_ref().map(|secret| secret.expose()))
+        .bind(subscription.previous_secret_until)
+        .bind(encode_event_types(&subscription.event_types))
+        .bind(&subscription.description)
+        .bind(subscription.created_at)
+        .bind(subscription.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        row.as_ref().map(rows::subscription).transpose()
+    }
+
+    async fn list_subscriptions(
+        &self,
+        after: Option<&SubscriptionCursor>,
+        limit: u32,
+    ) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let (created_at, id) = after.map_or((i64::MIN, String::new()), |cursor| (cursor.created_at, cursor.id.clone()));
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE (created_at, id) > (?, ?) \
+             ORDER BY created_at, id LIMIT ?"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(created_at)
+            .bind(id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        found.iter().map(rows::subscription).collect()
+    }
+
+    async fn update_subscription(&self, subscription: &SubscriptionRecord) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE subscriptions SET target_url = ?, secret = ?, previous_secret = ?, previous_secret_until = ?, \
+             event_types = ?, description = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(subscription.target_url.as_str())
+        .bind(subscription.secret.as_ref().map(|secret| secret.expose()))
+        .bind(subscription.previous_secret.as_ref().map(|secret| secret.expose()))
+        .bind(subscription.previous_secret_until)
+        .bind(encode_event_types(&subscription.event_types))
+        .bind(&subscription.description)
+        .bind(subscription.updated_at)
+        .bind(subscription.id.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    async fn delete_subscription(&self, id: &SubscriptionId) -> Result<Option<Vec<LoggedEvent>>, StoreError> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let deleted: Option<String> = sqlx::query_scalar("DELETE FROM subscriptions WHERE id = ? RETURNING target_url")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(target_url) = deleted else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
+             attempt_number, outcome, target_url, error, duration_us) \
+             SELECT ?, id, subscription_id, event_type, ?, ?, attempt_count + 1, ?, ?, ?, 0 \
+             FROM deliveries WHERE subscription_id = ? AND status = 1 ORDER BY id RETURNING {EVENT_COLUMNS}"
+        );
+        let cancelled = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(EventKind::Attempt.as_i64())
+            .bind(DeliveryStatus::Failed.as_i64())
+            .bind(now)
+            .bind(AttemptOutcome::Failure.as_i64())
+            .bind(&target_url)
+            .bind(SUBSCRIPTION_DELETED)
+            .bind(id.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        // Bumping the lease token fences off any attempt still in flight for these rows.
+        sqlx::query(
+            "UPDATE deliveries SET status = ?, attempt_count = attempt_count + 1, next_attempt_at = NULL, \
+             lease_owner = NULL, lease_token = lease_token + 1, finished_at = ? WHERE subscription_id = ? AND status = 1",
+        )
+        .bind(DeliveryStatus::Failed.as_i64())
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut events = cancelled.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
+        events.sort_by_key(|event| event.cursor);
+        Ok(Some(events))
+    }
+
+    async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let mut outcome = WriteOutcome::default();
+
+        for chunk in batch.enqueue.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
+                 lease_owner, lease_token, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, delivery| {
+                let (due, owner, token) = match &delivery.lease {
+                    Some(lease) => (now + duration_millis(lease.duration), Some(lease.owner.to_string()), 1),
+                    None => (now, None, 0),
+                };
+                row.push_bind(delivery.id.as_str().to_owned())
+                    .push_bind(delivery.subscription_id.as_str().to_owned())
+                    .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+                    .push_bind(delivery.payload.to_vec())
+                    .push_bind(DeliveryStatus::Pending.as_i64())
+                    .push_bind(due)
+                    .push_bind(owner)
+                    .push_bind(token)
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
+
+            let mut log = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at) ",
+            );
+            log.push_values(chunk, |mut row, delivery| {
+                row.push_bind(EventKind::Queued.as_i64())
+                    .push_bind(delivery.id.as_str().to_owned())
+                    .push_bind(delivery.subscription_id.as_str().to_owned())
+                    .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+                    .push_bind(DeliveryStatus::Pending.as_i64())
+                    .push_bind(now);
+            });
+            log.push(format_args!(" RETURNING {EVENT_COLUMNS}"));
+            let mut logged =
+                log.build().fetch_all(&mut *tx).await?.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
+            // RETURNING does not promise an order; cursors were assigned in insertion order.
+            logged.sort_by_key(|event| event.cursor);
+            outcome.queued.extend(logged);
+        }
+
+        for attempt in &batch.attempts {
+            let status = attempt.outcome.resulting_status();
+            let next_attempt_at: Option<Millis> = attempt.retry_after.map(|delay| now + duration_millis(delay));
+            let finished_at = (status != DeliveryStatus::Pending).then_some(now);
+            let fenced_update = sqlx::query(
+                "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?, lease_owner = NULL, \
+                 finished_at = ? WHERE id = ? AND status = 1 AND lease_token = ? AND attempt_count = ?",
+            )
+            .bind(status.as_i64())
+            .bind(i64::from(attempt.attempt_number))
+            .bind(next_attempt_at)
+            .bind(finished_at)
+            .bind(attempt.delivery_id.as_str())
+            .bind(attempt.lease_token)
+            .bind(i64::from(attempt.attempt_number) - 1)
+            .execute(&mut *tx)
+            .await?;
+            if fenced_update.rows_affected() == 0 {
+                outcome.attempts.push(None);
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
+                 attempt_number, outcome, target_url, http_status, error, duration_us, next_attempt_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {EVENT_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(EventKind::Attempt.as_i64())
+                .bind(attempt.delivery_id.as_str())
+                .bind(attempt.subscription_id.as_str())
+                .bind(attempt.event_type.as_ref().map(|event_type| event_type.as_str()))
+                .bind(status.as_i64())
+                .bind(attempt.attempt_time)
+                .bind(i64::from(attempt.attempt_number))
+                .bind(attempt.outcome.as_i64())
+                .bind(&attempt.target_url)
+                .bind(attempt.http_status.map(i64::from))
+                .bind(attempt.error.as_deref())
+                .bind(i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX))
+                .bind(next_attempt_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            outcome.attempts.push(Some(rows::logged_event(&row)?));
+        }
+
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn claim_due(&self, lease: &LeaseRequest, limit: u32) -> Result<Vec<ClaimedTask>, StoreError> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE deliveries SET lease_owner = ?, lease_token = lease_token + 1, next_attempt_at = ? \
+             WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= ? \
+             ORDER BY next_attempt_at LIMIT ?) RETURNING {CLAIM_COLUMNS}"
+        );
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lease.owner.as_ref())
+            .bind(now + duration_millis(lease.duration))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        claimed.iter().map(rows::claimed_task).collect()
+    }
+
+    async fn release_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ?1 \
+             WHERE status = 1 AND lease_owner IS NOT NULL AND (?2 IS NULL OR lease_owner = ?2)",
+        )
+        .bind(now_millis())
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        row.as_ref().map(rows::delivery).transpose()
+    }
+
+    async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<LoggedEvent>, StoreError> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM delivery_log WHERE delivery_id = ? AND kind = 2 ORDER BY cursor");
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_all(&self.reader).await?;
+        found.iter().map(rows::logged_event).collect()
+    }
+
+    async fn subscription_attempts(
+        &self,
+        id: &SubscriptionId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE subscription_id = ? AND kind = 2 AND cursor < ? \
+             ORDER BY cursor DESC LIMIT ?"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        found.iter().map(rows::logged_event).collect()
+    }
+
+    async fn events_after(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<LoggedEvent>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "));
+        query.push_bind(after);
+        if let Some(id) = &filter.delivery_id {
+            query.push(" AND delivery_id = ").push_bind(id.as_str().to_owned());
+        }
+        if let Some(id) = &filter.subscription_id {
+            query.push(" AND subscription_id = ").push_bind(id.as_str().to_owned());
+        }
+        query.push(" ORDER BY cursor LIMIT ").push_bind(i64::from(limit));
+        let found = query.build().fetch_all(&self.reader).await?;
+        // The remaining filters are applied in memory by the same code that filters live events.
+        let events = found.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
+        Ok(events.into_iter().filter(|event| filter.matches(event)).collect())
+    }
+
+    async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let log_entries = sqlx::query(
+            "DELETE FROM delivery_log WHERE cursor IN (SELECT cursor FROM delivery_log WHERE logged_at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let deliveries = sqlx::query(
+            "DELETE FROM deliveries WHERE id IN \
+             (SELECT id FROM deliveries WHERE status <> 1 AND finished_at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(PurgeCounts { log_entries, deliveries })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    fn single_process(&self) -> bool {
+        true
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// The error logged for pending deliveries of a deleted subscription.
+pub(crate) const SUBSCRIPTION_DELETED: &str = "subscription was deleted; no further attempts";
