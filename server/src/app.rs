@@ -65,13 +65,23 @@ impl App {
     /// Validates the configuration, opens the database and binds both ports.
     pub async fn bind(config: Config) -> Result<App, StartError> {
         config.validate()?;
-        let options = OpenOptions { sqlite_full_sync: config.sqlite_sync == SqliteSync::Full, ..OpenOptions::default() };
+        let options = OpenOptions {
+            sqlite_full_sync: config.sqlite_sync == SqliteSync::Full,
+            ..OpenOptions::default()
+        };
         let store = store::open(&config.database_url, &options).await?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let http_listener = bind(config.http_addr).await?;
         let grpc_addr = local_addr(&grpc_listener, config.grpc_addr)?;
         let http_addr = local_addr(&http_listener, config.http_addr)?;
-        Ok(App { config, store, grpc_listener, http_listener, grpc_addr, http_addr })
+        Ok(App {
+            config,
+            store,
+            grpc_listener,
+            http_listener,
+            grpc_addr,
+            http_addr,
+        })
     }
 
     /// The bound gRPC address (with the real port when 0 was asked for).
@@ -86,27 +96,56 @@ impl App {
 
     /// Runs until `shutdown` is cancelled, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartError> {
-        let App { config, store, grpc_listener, http_listener, grpc_addr, http_addr } = self;
-        let node_id: Arc<str> =
-            config.node_id.clone().unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple())).into();
-        let lease = LeaseRequest { owner: node_id.clone(), duration: config.lease };
+        let App {
+            config,
+            store,
+            grpc_listener,
+            http_listener,
+            grpc_addr,
+            http_addr,
+        } = self;
+        let node_id: Arc<str> = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()))
+            .into();
+        let lease = LeaseRequest {
+            owner: node_id.clone(),
+            duration: config.lease,
+        };
 
         // Work a previous run left leased would otherwise wait for its leases to expire.
-        let release_owner = if store.single_process() { None } else { Some(&*node_id) };
+        let release_owner = if store.single_process() {
+            None
+        } else {
+            Some(&*node_id)
+        };
         let released = store.release_leases(release_owner).await?;
         if released > 0 {
-            tracing::info!(deliveries = released, "resuming deliveries left in flight by the previous run");
+            tracing::info!(
+                deliveries = released,
+                "resuming deliveries left in flight by the previous run"
+            );
         }
 
         let background = TaskTracker::new();
         let commit_stop = CancellationToken::new();
         let hub = EventHub::new(WATCH_WINDOW);
-        let committer = Committer::spawn(store.clone(), hub.clone(), config.commit_batch, &background, commit_stop.clone());
+        let committer = Committer::spawn(
+            store.clone(),
+            hub.clone(),
+            config.commit_batch,
+            &background,
+            commit_stop.clone(),
+        );
         let cache = SubscriptionCache::new(store.clone(), config.cache_ttl);
         let wakeup = Arc::new(Wakeup::default());
         let context = AttemptContext {
             client: client::build(config.attempt_timeout),
-            retry: Arc::new(RetryPolicy::new(config.retry_schedule.0.clone(), config.retry_jitter)),
+            retry: Arc::new(RetryPolicy::new(
+                config.retry_schedule.0.clone(),
+                config.retry_jitter,
+            )),
             timeout: config.attempt_timeout,
         };
         let (dispatcher, hot) = Dispatcher::new(
@@ -114,7 +153,11 @@ impl App {
             cache.clone(),
             committer.clone(),
             context,
-            DispatcherSettings { max_in_flight: config.max_in_flight, poll_interval: config.poll_interval, lease: lease.clone() },
+            DispatcherSettings {
+                max_in_flight: config.max_in_flight,
+                poll_interval: config.poll_interval,
+                lease: lease.clone(),
+            },
             wakeup.clone(),
         );
         let service = Service::new(
@@ -132,32 +175,50 @@ impl App {
         );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<SubscriptionServiceServer<api::subscriptions::SubscriptionsApi>>().await;
-        health_reporter.set_serving::<DeliveryServiceServer<api::deliveries::DeliveriesApi>>().await;
+        health_reporter
+            .set_serving::<SubscriptionServiceServer<api::subscriptions::SubscriptionsApi>>()
+            .await;
+        health_reporter
+            .set_serving::<DeliveryServiceServer<api::deliveries::DeliveriesApi>>()
+            .await;
 
         let ingest_stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let gateway_task = tokio::spawn(gateway::serve(
             http_listener,
             service.clone(),
-            GatewaySettings { header_read_timeout: config.header_read_timeout },
+            GatewaySettings {
+                header_read_timeout: config.header_read_timeout,
+            },
             ingest_stop.clone(),
             connections.clone(),
         ));
 
         let grpc_stop = CancellationToken::new();
-        let grpc_task = tokio::spawn(api::serve(grpc_listener, service.clone(), health_service, grpc_stop.clone()));
+        let grpc_task = tokio::spawn(api::serve(
+            grpc_listener,
+            service.clone(),
+            health_service,
+            grpc_stop.clone(),
+        ));
 
         let worker_stop = CancellationToken::new();
         let attempt_abort = CancellationToken::new();
         let attempts = TaskTracker::new();
-        let dispatcher_task =
-            tokio::spawn(dispatcher.run(worker_stop.clone(), attempt_abort.clone(), attempts.clone()));
+        let dispatcher_task = tokio::spawn(dispatcher.run(
+            worker_stop.clone(),
+            attempt_abort.clone(),
+            attempts.clone(),
+        ));
 
         let retention_stop = CancellationToken::new();
         background.spawn(retention::run(
             store.clone(),
-            RetentionSettings { retention: config.retention, interval: config.purge_interval, batch: config.purge_batch },
+            RetentionSettings {
+                retention: config.retention,
+                interval: config.purge_interval,
+                batch: config.purge_batch,
+            },
             retention_stop.clone(),
         ));
 
@@ -172,15 +233,21 @@ impl App {
         connections.close();
         wait_until(&connections, deadline).await;
         // 2. Load balancers stop sending.
-        health_reporter.set_not_serving::<SubscriptionServiceServer<api::subscriptions::SubscriptionsApi>>().await;
-        health_reporter.set_not_serving::<DeliveryServiceServer<api::deliveries::DeliveriesApi>>().await;
+        health_reporter
+            .set_not_serving::<SubscriptionServiceServer<api::subscriptions::SubscriptionsApi>>()
+            .await;
+        health_reporter
+            .set_not_serving::<DeliveryServiceServer<api::deliveries::DeliveriesApi>>()
+            .await;
         // 3. Workers stop claiming; attempts in flight finish, or are abandoned at the deadline and
         //    retried after restart.
         worker_stop.cancel();
         let _ = dispatcher_task.await;
         attempts.close();
         if !wait_until(&attempts, deadline).await {
-            tracing::warn!("attempts still running at the end of the grace period were abandoned; they will be retried");
+            tracing::warn!(
+                "attempts still running at the end of the grace period were abandoned; they will be retried"
+            );
             attempt_abort.cancel();
             attempts.wait().await;
         }
@@ -204,16 +271,22 @@ impl App {
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind { address, source })
 }
 
 fn local_addr(listener: &TcpListener, address: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind { address, source })
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { address, source })
 }
 
 /// Waits for `tracker`'s tasks until `deadline`; true when they all finished.
 async fn wait_until(tracker: &TaskTracker, deadline: tokio::time::Instant) -> bool {
-    tokio::time::timeout_at(deadline, tracker.wait()).await.is_ok()
+    tokio::time::timeout_at(deadline, tracker.wait())
+        .await
+        .is_ok()
 }
 
 /// The grace period's default, for embedding.

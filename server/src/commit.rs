@@ -18,8 +18,14 @@ use crate::store::{AttemptRecord, LoggedEvent, NewDelivery, Store, StoreError, W
 const QUEUE_CAPACITY: usize = 16_384;
 
 enum Write {
-    Enqueue(NewDelivery, oneshot::Sender<Result<LoggedEvent, StoreError>>),
-    Record(AttemptRecord, oneshot::Sender<Result<Option<LoggedEvent>, StoreError>>),
+    Enqueue(
+        NewDelivery,
+        oneshot::Sender<Result<LoggedEvent, StoreError>>,
+    ),
+    Record(
+        AttemptRecord,
+        oneshot::Sender<Result<Option<LoggedEvent>, StoreError>>,
+    ),
 }
 
 /// Handle to the committer task.
@@ -32,7 +38,9 @@ impl std::fmt::Debug for Write {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Write::Enqueue(delivery, _) => f.debug_tuple("Enqueue").field(&delivery.id).finish(),
-            Write::Record(attempt, _) => f.debug_tuple("Record").field(&attempt.delivery_id).finish(),
+            Write::Record(attempt, _) => {
+                f.debug_tuple("Record").field(&attempt.delivery_id).finish()
+            }
         }
     }
 }
@@ -66,14 +74,20 @@ impl Committer {
     /// Queues a webhook; returns its `Queued` log entry once committed.
     pub async fn enqueue(&self, delivery: NewDelivery) -> Result<LoggedEvent, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Write::Enqueue(delivery, reply)).await.map_err(|_| CommitError::Closed)?;
+        self.sender
+            .send(Write::Enqueue(delivery, reply))
+            .await
+            .map_err(|_| CommitError::Closed)?;
         Ok(answer.await.map_err(|_| CommitError::Closed)??)
     }
 
     /// Records an attempt; returns its log entry once committed, or `None` when the lease was lost.
     pub async fn record(&self, attempt: AttemptRecord) -> Result<Option<LoggedEvent>, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Write::Record(attempt, reply)).await.map_err(|_| CommitError::Closed)?;
+        self.sender
+            .send(Write::Record(attempt, reply))
+            .await
+            .map_err(|_| CommitError::Closed)?;
         Ok(answer.await.map_err(|_| CommitError::Closed)??)
     }
 }
@@ -124,8 +138,12 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
 
     match store.commit(&batch).await {
         Ok(outcome) => {
-            let mut committed: Vec<LoggedEvent> =
-                outcome.queued.iter().cloned().chain(outcome.attempts.iter().flatten().cloned()).collect();
+            let mut committed: Vec<LoggedEvent> = outcome
+                .queued
+                .iter()
+                .cloned()
+                .chain(outcome.attempts.iter().flatten().cloned())
+                .collect();
             committed.sort_by_key(|event| event.cursor);
             hub.publish(committed);
             for (reply, event) in enqueue_replies.into_iter().zip(outcome.queued) {

@@ -152,16 +152,28 @@ impl Config {
             });
         }
         if !(0.0..=1.0).contains(&self.retry_jitter) {
-            return Err(ConfigError::Invalid { field: "--retry-jitter", rule: "must be between 0 and 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "--retry-jitter",
+                rule: "must be between 0 and 1".into(),
+            });
         }
         if self.max_in_flight == 0 {
-            return Err(ConfigError::Invalid { field: "--max-in-flight", rule: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "--max-in-flight",
+                rule: "must be at least 1".into(),
+            });
         }
         if self.commit_batch == 0 {
-            return Err(ConfigError::Invalid { field: "--commit-batch", rule: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "--commit-batch",
+                rule: "must be at least 1".into(),
+            });
         }
         if self.purge_batch == 0 {
-            return Err(ConfigError::Invalid { field: "--purge-batch", rule: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                field: "--purge-batch",
+                rule: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -172,14 +184,19 @@ impl Config {
 pub struct RetrySchedule(pub Vec<Duration>);
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim()).map_err(|error| format!("{error} (use e.g. 500ms, 10s, 5m, 72h)"))
+    humantime::parse_duration(value.trim())
+        .map_err(|error| format!("{error} (use e.g. 500ms, 10s, 5m, 72h)"))
 }
 
 fn parse_schedule(value: &str) -> Result<RetrySchedule, String> {
     if value.trim().is_empty() || value.trim() == "none" {
         return Ok(RetrySchedule(Vec::new()));
     }
-    value.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>().map(RetrySchedule)
+    value
+        .split(',')
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()
+        .map(RetrySchedule)
 }
 
 fn parse_size(value: &str) -> Result<u64, String> {
@@ -206,15 +223,32 @@ mod tests {
         assert_eq!(config.attempt_timeout, Duration::from_secs(10));
         assert_eq!(config.retention, Duration::from_secs(72 * 3600));
         assert_eq!(config.max_body_size, 1024 * 1024);
-        let secs: Vec<u64> = config.retry_schedule.0.iter().map(Duration::as_secs).collect();
+        let secs: Vec<u64> = config
+            .retry_schedule
+            .0
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
         assert_eq!(secs, [10, 30, 60, 300, 900]);
         config.validate().unwrap();
     }
 
     #[test]
     fn human_durations_and_sizes_parse() {
-        let config = config(&["--retry-schedule", "100ms,200ms", "--attempt-timeout", "1s", "--lease", "6s", "--max-body-size", "64KiB"]);
-        assert_eq!(config.retry_schedule.0, [Duration::from_millis(100), Duration::from_millis(200)]);
+        let config = config(&[
+            "--retry-schedule",
+            "100ms,200ms",
+            "--attempt-timeout",
+            "1s",
+            "--lease",
+            "6s",
+            "--max-body-size",
+            "64KiB",
+        ]);
+        assert_eq!(
+            config.retry_schedule.0,
+            [Duration::from_millis(100), Duration::from_millis(200)]
+        );
         assert_eq!(config.max_body_size, 64 * 1024);
         config.validate().unwrap();
         assert!(parse_duration("ten seconds").is_err());
@@ -224,7 +258,14 @@ mod tests {
 
     #[test]
     fn a_lease_shorter_than_the_attempt_timeout_plus_margin_is_refused() {
-        let error = config(&["--attempt-timeout", "10s", "--lease", "12s"]).validate().unwrap_err();
-        assert!(error.to_string().starts_with("--lease: must be at least the attempt timeout plus 5s"), "{error}");
+        let error = config(&["--attempt-timeout", "10s", "--lease", "12s"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--lease: must be at least the attempt timeout plus 5s"),
+            "{error}"
+        );
     }
 }

@@ -35,7 +35,9 @@ impl ErrorCode {
     /// The gRPC status code for this error.
     pub fn grpc_code(self) -> tonic::Code {
         match self {
-            ErrorCode::InvalidArgument | ErrorCode::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorCode::InvalidArgument | ErrorCode::UnsupportedMediaType => {
+                tonic::Code::InvalidArgument
+            }
             ErrorCode::NotFound => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
@@ -87,7 +89,11 @@ pub struct ServiceError {
 impl ServiceError {
     /// Builds an error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServiceError { code, message: message.into(), field: None }
+        ServiceError {
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// A validation failure of one field; the message reads `<field>: <rule>`.
@@ -96,7 +102,10 @@ impl ServiceError {
         ServiceError {
             code: ErrorCode::InvalidArgument,
             message: format!("{field}: {rule}"),
-            field: Some(FieldViolation { field: field.to_owned(), description: rule }),
+            field: Some(FieldViolation {
+                field: field.to_owned(),
+                description: rule,
+            }),
         }
     }
 
@@ -112,7 +121,10 @@ impl ServiceError {
 
     /// The database cannot be reached for now.
     pub fn unavailable() -> Self {
-        ServiceError::new(ErrorCode::Unavailable, "the database is unavailable, retry later")
+        ServiceError::new(
+            ErrorCode::Unavailable,
+            "the database is unavailable, retry later",
+        )
     }
 }
 
@@ -194,11 +206,27 @@ mod tests {
     #[test]
     fn each_code_maps_to_the_expected_grpc_and_http_status() {
         let cases = [
-            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument, 400),
+            (
+                ErrorCode::InvalidArgument,
+                tonic::Code::InvalidArgument,
+                400,
+            ),
             (ErrorCode::NotFound, tonic::Code::NotFound, 404),
-            (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated, 401),
-            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted, 413),
-            (ErrorCode::UnsupportedMediaType, tonic::Code::InvalidArgument, 415),
+            (
+                ErrorCode::Unauthenticated,
+                tonic::Code::Unauthenticated,
+                401,
+            ),
+            (
+                ErrorCode::ResourceExhausted,
+                tonic::Code::ResourceExhausted,
+                413,
+            ),
+            (
+                ErrorCode::UnsupportedMediaType,
+                tonic::Code::InvalidArgument,
+                415,
+            ),
             (ErrorCode::Unavailable, tonic::Code::Unavailable, 503),
             (ErrorCode::Internal, tonic::Code::Internal, 500),
         ];
@@ -210,10 +238,16 @@ mod tests {
 
     #[test]
     fn a_field_violation_reaches_grpc_with_its_message_and_details() {
-        let status: tonic::Status =
-            ServiceError::invalid_field("subscription.target_url", "must be an absolute http or https URL").into();
+        let status: tonic::Status = ServiceError::invalid_field(
+            "subscription.target_url",
+            "must be an absolute http or https URL",
+        )
+        .into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert_eq!(status.message(), "subscription.target_url: must be an absolute http or https URL");
+        assert_eq!(
+            status.message(),
+            "subscription.target_url: must be an absolute http or https URL"
+        );
         assert!(!status.details().is_empty());
     }
 }

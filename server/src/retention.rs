@@ -34,23 +34,34 @@ pub async fn run(store: Arc<dyn Store>, settings: RetentionSettings, stop: Cance
         }
         match purge_once(&*store, &settings).await {
             Ok(counts) if counts != PurgeCounts::default() => {
-                tracing::info!(log_entries = counts.log_entries, deliveries = counts.deliveries, "retention purge")
+                tracing::info!(
+                    log_entries = counts.log_entries,
+                    deliveries = counts.deliveries,
+                    "retention purge"
+                )
             }
             Ok(_) => {}
-            Err(error) => tracing::warn!(error = %error, "retention purge failed; retrying at the next interval"),
+            Err(error) => {
+                tracing::warn!(error = %error, "retention purge failed; retrying at the next interval")
+            }
         }
     }
 }
 
 /// One run: batches until nothing older than the retention is left, or the run's cap.
-pub async fn purge_once(store: &dyn Store, settings: &RetentionSettings) -> Result<PurgeCounts, StoreError> {
+pub async fn purge_once(
+    store: &dyn Store,
+    settings: &RetentionSettings,
+) -> Result<PurgeCounts, StoreError> {
     let before = now_millis() - duration_millis(settings.retention);
     let mut total = PurgeCounts::default();
     for _ in 0..MAX_BATCHES_PER_RUN {
         let counts = store.purge(before, settings.batch).await?;
         total.log_entries += counts.log_entries;
         total.deliveries += counts.deliveries;
-        if counts.log_entries < u64::from(settings.batch) && counts.deliveries < u64::from(settings.batch) {
+        if counts.log_entries < u64::from(settings.batch)
+            && counts.deliveries < u64::from(settings.batch)
+        {
             break;
         }
     }

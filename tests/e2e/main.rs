@@ -1,1 +1,3 @@
+//! End-to-end suite: a real whd, a real SQLite file, real HTTP receivers on loopback.
 
+mod delivery;

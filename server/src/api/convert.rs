@@ -12,7 +12,10 @@ use crate::store::{LoggedEvent, Millis, SubscriptionRecord};
 
 /// A timestamp from milliseconds since the epoch.
 pub fn timestamp(millis: Millis) -> Timestamp {
-    Timestamp { seconds: millis.div_euclid(1000), nanos: (millis.rem_euclid(1000) * 1_000_000) as i32 }
+    Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 /// A subscription as clients see it: the secret is never included, only whether there is one.
@@ -21,7 +24,11 @@ pub fn subscription(record: &SubscriptionRecord) -> v1::Subscription {
         id: record.id.to_string(),
         target_url: record.target_url.as_str().to_owned(),
         secret: String::new(),
-        event_types: record.event_types.iter().map(|event_type| event_type.as_str().to_owned()).collect(),
+        event_types: record
+            .event_types
+            .iter()
+            .map(|event_type| event_type.as_str().to_owned())
+            .collect(),
         description: record.description.clone(),
         create_time: Some(timestamp(record.created_at)),
         update_time: Some(timestamp(record.updated_at)),
@@ -30,8 +37,12 @@ pub fn subscription(record: &SubscriptionRecord) -> v1::Subscription {
 }
 
 /// The input of a create.
-pub fn new_subscription(request: v1::CreateSubscriptionRequest) -> Result<NewSubscription, ServiceError> {
-    let subscription = request.subscription.ok_or_else(|| ServiceError::invalid_field("subscription", "is required"))?;
+pub fn new_subscription(
+    request: v1::CreateSubscriptionRequest,
+) -> Result<NewSubscription, ServiceError> {
+    let subscription = request
+        .subscription
+        .ok_or_else(|| ServiceError::invalid_field("subscription", "is required"))?;
     Ok(NewSubscription {
         target_url: subscription.target_url,
         secret: subscription.secret,
@@ -42,11 +53,21 @@ pub fn new_subscription(request: v1::CreateSubscriptionRequest) -> Result<NewSub
 }
 
 /// The id and patch of an update: each path of the field mask selects one field of `subscription`.
-pub fn subscription_patch(request: v1::UpdateSubscriptionRequest) -> Result<(String, SubscriptionPatch), ServiceError> {
-    let subscription = request.subscription.ok_or_else(|| ServiceError::invalid_field("subscription", "is required"))?;
-    let paths = request.update_mask.map(|mask| mask.paths).unwrap_or_default();
+pub fn subscription_patch(
+    request: v1::UpdateSubscriptionRequest,
+) -> Result<(String, SubscriptionPatch), ServiceError> {
+    let subscription = request
+        .subscription
+        .ok_or_else(|| ServiceError::invalid_field("subscription", "is required"))?;
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
     if paths.is_empty() {
-        return Err(ServiceError::invalid_field("update_mask", "must name at least one field to update"));
+        return Err(ServiceError::invalid_field(
+            "update_mask",
+            "must name at least one field to update",
+        ));
     }
     let mut patch = SubscriptionPatch::default();
     for path in paths {
@@ -58,7 +79,9 @@ pub fn subscription_patch(request: v1::UpdateSubscriptionRequest) -> Result<(Str
             other => {
                 return Err(ServiceError::invalid_field(
                     "update_mask",
-                    format!("unknown or read-only field {other:?}; updatable fields are target_url, secret, event_types, description"),
+                    format!(
+                        "unknown or read-only field {other:?}; updatable fields are target_url, secret, event_types, description"
+                    ),
                 ));
             }
         }
@@ -92,7 +115,11 @@ pub fn delivery(details: &DeliveryDetails) -> v1::Delivery {
     v1::Delivery {
         id: record.id.to_string(),
         subscription_id: record.subscription_id.to_string(),
-        event_type: record.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()).unwrap_or_default(),
+        event_type: record
+            .event_type
+            .as_ref()
+            .map(|event_type| event_type.as_str().to_owned())
+            .unwrap_or_default(),
         status: record.status.to_proto() as i32,
         attempts: details.attempts.iter().filter_map(attempt).collect(),
         create_time: Some(timestamp(record.created_at)),
@@ -112,7 +139,11 @@ pub fn delivery_event(event: &LoggedEvent) -> v1::DeliveryEvent {
         kind: kind as i32,
         delivery_id: event.delivery_id.to_string(),
         subscription_id: event.subscription_id.to_string(),
-        event_type: event.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()).unwrap_or_default(),
+        event_type: event
+            .event_type
+            .as_ref()
+            .map(|event_type| event_type.as_str().to_owned())
+            .unwrap_or_default(),
         status: event.status.to_proto() as i32,
         attempt: attempt(event),
         next_attempt_time: event.next_attempt_at.map(timestamp),
@@ -128,8 +159,20 @@ mod tests {
 
     #[test]
     fn timestamps_split_milliseconds_into_seconds_and_nanos() {
-        assert_eq!(timestamp(1_649_367_553_250), Timestamp { seconds: 1_649_367_553, nanos: 250_000_000 });
-        assert_eq!(timestamp(-1), Timestamp { seconds: -1, nanos: 999_000_000 });
+        assert_eq!(
+            timestamp(1_649_367_553_250),
+            Timestamp {
+                seconds: 1_649_367_553,
+                nanos: 250_000_000
+            }
+        );
+        assert_eq!(
+            timestamp(-1),
+            Timestamp {
+                seconds: -1,
+                nanos: 999_000_000
+            }
+        );
     }
 
     #[test]
@@ -141,7 +184,9 @@ mod tests {
                 target_url: "https://example.com/".into(),
                 ..Default::default()
             }),
-            update_mask: Some(pbjson_types::FieldMask { paths: paths.iter().map(|path| path.to_string()).collect() }),
+            update_mask: Some(pbjson_types::FieldMask {
+                paths: paths.iter().map(|path| path.to_string()).collect(),
+            }),
         };
         let (id, patch) = subscription_patch(request(&["description"])).unwrap();
         assert_eq!(id, "sub_x");
@@ -150,7 +195,14 @@ mod tests {
 
         let error = subscription_patch(request(&["id"])).unwrap_err();
         assert_eq!(error.code, ErrorCode::InvalidArgument);
-        assert!(error.message.contains("unknown or read-only field \"id\""), "{}", error.message);
-        assert_eq!(subscription_patch(request(&[])).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert!(
+            error.message.contains("unknown or read-only field \"id\""),
+            "{}",
+            error.message
+        );
+        assert_eq!(
+            subscription_patch(request(&[])).unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 }

@@ -24,11 +24,15 @@ impl DeliveriesApi {
 }
 
 /// The stream type of `WatchDeliveries`.
-pub type DeliveryEventStream = Pin<Box<dyn Stream<Item = Result<v1::DeliveryEvent, Status>> + Send + 'static>>;
+pub type DeliveryEventStream =
+    Pin<Box<dyn Stream<Item = Result<v1::DeliveryEvent, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl DeliveryService for DeliveriesApi {
-    async fn get_delivery(&self, request: Request<v1::GetDeliveryRequest>) -> Result<Response<v1::Delivery>, Status> {
+    async fn get_delivery(
+        &self,
+        request: Request<v1::GetDeliveryRequest>,
+    ) -> Result<Response<v1::Delivery>, Status> {
         let details = self.service.get_delivery(&request.into_inner().id).await?;
         Ok(Response::new(convert::delivery(&details)))
     }
@@ -38,8 +42,14 @@ impl DeliveryService for DeliveriesApi {
         request: Request<v1::ListDeliveryAttemptsRequest>,
     ) -> Result<Response<v1::ListDeliveryAttemptsResponse>, Status> {
         let request = request.into_inner();
-        let page =
-            self.service.list_delivery_attempts(&request.subscription_id, request.page_size, &request.page_token).await?;
+        let page = self
+            .service
+            .list_delivery_attempts(
+                &request.subscription_id,
+                request.page_size,
+                &request.page_token,
+            )
+            .await?;
         Ok(Response::new(v1::ListDeliveryAttemptsResponse {
             attempts: page.attempts.iter().filter_map(convert::attempt).collect(),
             next_page_token: page.next_page_token,
@@ -52,6 +62,8 @@ impl DeliveryService for DeliveriesApi {
         &self,
         _request: Request<v1::WatchDeliveriesRequest>,
     ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
-        Err(Status::unimplemented("WatchDeliveries is not available in this version"))
+        Err(Status::unimplemented(
+            "WatchDeliveries is not available in this version",
+        ))
     }
 }

@@ -1,6 +1,6 @@
 //! The gRPC API: thin tonic handlers over [`crate::service`], plus health and reflection.
 //!
-//! - [`subscriptions`]: `whd.v1.SubscriptionService`.
+//! - [`subscriptions`]: the `whd.v1.SubscriptionService` handlers.
 //! - [`deliveries`]: `whd.v1.DeliveryService`, including `WatchDeliveries`.
 //! - [`convert`]: proto messages ↔ service inputs and domain records.
 
@@ -39,9 +39,10 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
         .build_v1alpha()
         .expect("the embedded descriptor set is valid");
 
-    let subscriptions = SubscriptionServiceServer::new(subscriptions::SubscriptionsApi::new(service.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let subscriptions =
+        SubscriptionServiceServer::new(subscriptions::SubscriptionsApi::new(service.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let deliveries = DeliveryServiceServer::new(deliveries::DeliveriesApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);

@@ -40,7 +40,10 @@ impl SubscriptionService for SubscriptionsApi {
         &self,
         request: Request<v1::GetSubscriptionRequest>,
     ) -> Result<Response<v1::Subscription>, Status> {
-        let subscription = self.service.get_subscription(&request.into_inner().id).await?;
+        let subscription = self
+            .service
+            .get_subscription(&request.into_inner().id)
+            .await?;
         Ok(Response::new(convert::subscription(&subscription)))
     }
 
@@ -49,9 +52,16 @@ impl SubscriptionService for SubscriptionsApi {
         request: Request<v1::ListSubscriptionsRequest>,
     ) -> Result<Response<v1::ListSubscriptionsResponse>, Status> {
         let request = request.into_inner();
-        let page = self.service.list_subscriptions(request.page_size, &request.page_token).await?;
+        let page = self
+            .service
+            .list_subscriptions(request.page_size, &request.page_token)
+            .await?;
         Ok(Response::new(v1::ListSubscriptionsResponse {
-            subscriptions: page.subscriptions.iter().map(convert::subscription).collect(),
+            subscriptions: page
+                .subscriptions
+                .iter()
+                .map(convert::subscription)
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -69,7 +79,9 @@ impl SubscriptionService for SubscriptionsApi {
         &self,
         request: Request<v1::DeleteSubscriptionRequest>,
     ) -> Result<Response<pbjson_types::Empty>, Status> {
-        self.service.delete_subscription(&request.into_inner().id).await?;
+        self.service
+            .delete_subscription(&request.into_inner().id)
+            .await?;
         Ok(Response::new(pbjson_types::Empty {}))
     }
 
@@ -77,9 +89,14 @@ impl SubscriptionService for SubscriptionsApi {
         &self,
         request: Request<v1::GetSubscriptionSecretRequest>,
     ) -> Result<Response<v1::SubscriptionSecret>, Status> {
-        let secret = self.service.get_subscription_secret(&request.into_inner().id).await?;
+        let secret = self
+            .service
+            .get_subscription_secret(&request.into_inner().id)
+            .await?;
         Ok(Response::new(v1::SubscriptionSecret {
-            secret: secret.map(|secret| secret.expose().to_owned()).unwrap_or_default(),
+            secret: secret
+                .map(|secret| secret.expose().to_owned())
+                .unwrap_or_default(),
         }))
     }
 }

@@ -37,16 +37,27 @@ pub struct AttemptResult {
 impl AttemptResult {
     /// Whether the target accepted the webhook.
     pub fn is_success(&self) -> bool {
-        self.error.is_none() && self.http_status.is_some_and(|status| (200..300).contains(&status))
+        self.error.is_none()
+            && self
+                .http_status
+                .is_some_and(|status| (200..300).contains(&status))
     }
 
     /// A failure that no retry can fix.
     pub fn final_failure(error: impl Into<String>) -> Self {
-        AttemptResult { http_status: None, error: Some(error.into()), retryable: false }
+        AttemptResult {
+            http_status: None,
+            error: Some(error.into()),
+            retryable: false,
+        }
     }
 
     fn retryable_failure(http_status: Option<u16>, error: String) -> Self {
-        AttemptResult { http_status, error: Some(error), retryable: true }
+        AttemptResult {
+            http_status,
+            error: Some(error),
+            retryable: true,
+        }
     }
 }
 
@@ -63,7 +74,11 @@ pub struct AttemptContext {
 
 /// Makes one attempt of `task` to `subscription` (`None` when it was deleted) and returns the record
 /// to commit.
-pub async fn run(context: &AttemptContext, task: &ClaimedTask, subscription: Option<&SubscriptionRecord>) -> AttemptRecord {
+pub async fn run(
+    context: &AttemptContext,
+    task: &ClaimedTask,
+    subscription: Option<&SubscriptionRecord>,
+) -> AttemptRecord {
     let attempt_number = task.attempts_made + 1;
     let attempt_time = now_millis();
     let started = Instant::now();
@@ -72,14 +87,21 @@ pub async fn run(context: &AttemptContext, task: &ClaimedTask, subscription: Opt
             let result = send(context, task, subscription, attempt_time).await;
             (subscription.target_url.as_str().to_owned(), result)
         }
-        None => (String::new(), AttemptResult::final_failure(crate::store::sqlite::SUBSCRIPTION_DELETED)),
+        None => (
+            String::new(),
+            AttemptResult::final_failure(crate::store::sqlite::SUBSCRIPTION_DELETED),
+        ),
     };
     let duration = started.elapsed();
 
     let (outcome, retry_after) = if result.is_success() {
         (AttemptOutcome::Success, None)
     } else {
-        match context.retry.delay_after(attempt_number).filter(|_| result.retryable) {
+        match context
+            .retry
+            .delay_after(attempt_number)
+            .filter(|_| result.retryable)
+        {
             Some(delay) => (AttemptOutcome::FailedAttempt, Some(delay)),
             None => (AttemptOutcome::Failure, None),
         }
@@ -108,17 +130,31 @@ async fn send(
 ) -> AttemptResult {
     let request = match build_request(task, subscription, attempt_time) {
         Ok(request) => request,
-        Err(error) => return AttemptResult::final_failure(format!("could not build the request: {error}")),
+        Err(error) => {
+            return AttemptResult::final_failure(format!("could not build the request: {error}"));
+        }
     };
     let exchange = async {
-        let response = context.client.request(request).await.map_err(|error| describe_error(&error))?;
+        let response = context
+            .client
+            .request(request)
+            .await
+            .map_err(|error| describe_error(&error))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
-            return Ok(AttemptResult { http_status: Some(status), error: None, retryable: true });
+            return Ok(AttemptResult {
+                http_status: Some(status),
+                error: None,
+                retryable: true,
+            });
         }
         // Keep a little of the body for the log: it usually says why the target refused.
         let snippet = read_snippet(response.into_body()).await;
-        let error = if snippet.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {snippet}") };
+        let error = if snippet.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {snippet}")
+        };
         Ok(AttemptResult::retryable_failure(Some(status), error))
     };
     match tokio::time::timeout(context.timeout, exchange).await {
@@ -126,7 +162,10 @@ async fn send(
         Ok(Err(error)) => AttemptResult::retryable_failure(None, error),
         Err(_) => AttemptResult::retryable_failure(
             None,
-            format!("timed out after {}", humantime::format_duration(context.timeout)),
+            format!(
+                "timed out after {}",
+                humantime::format_duration(context.timeout)
+            ),
         ),
     }
 }
@@ -149,16 +188,23 @@ fn build_request(
     }
     let secrets = signing_secrets(subscription, attempt_time);
     if !secrets.is_empty() {
-        let signature = signer::signature_header(secrets, task.delivery_id.as_str(), timestamp, &task.payload);
+        let signature =
+            signer::signature_header(secrets, task.delivery_id.as_str(), timestamp, &task.payload);
         builder = builder.header("webhook-signature", signature);
     }
     builder.body(Full::new(task.payload.clone()))
 }
 
 /// The secrets to sign with: the current one, plus the previous one while its grace period lasts.
-fn signing_secrets(subscription: &SubscriptionRecord, now: Millis) -> Vec<&crate::domain::SigningSecret> {
+fn signing_secrets(
+    subscription: &SubscriptionRecord,
+    now: Millis,
+) -> Vec<&crate::domain::SigningSecret> {
     let mut secrets: Vec<_> = subscription.secret.iter().collect();
-    if subscription.previous_secret_until.is_some_and(|until| now < until) {
+    if subscription
+        .previous_secret_until
+        .is_some_and(|until| now < until)
+    {
         secrets.extend(subscription.previous_secret.iter());
     }
     secrets
@@ -167,14 +213,20 @@ fn signing_secrets(subscription: &SubscriptionRecord, now: Millis) -> Vec<&crate
 async fn read_snippet(mut body: hyper::body::Incoming) -> String {
     let mut bytes = Vec::with_capacity(RESPONSE_SNIPPET_LIMIT);
     while bytes.len() < RESPONSE_SNIPPET_LIMIT {
-        let Some(Ok(frame)) = body.frame().await else { break };
+        let Some(Ok(frame)) = body.frame().await else {
+            break;
+        };
         if let Ok(data) = frame.into_data() {
             let room = RESPONSE_SNIPPET_LIMIT - bytes.len();
             bytes.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
     let text = String::from_utf8_lossy(&bytes);
-    text.chars().filter(|c| !c.is_control()).collect::<String>().trim().to_owned()
+    text.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// One line from an error and its causes, e.g. `client error (Connect): tcp connect error: Connection refused`.

@@ -16,12 +16,17 @@ impl RetryPolicy {
     /// A policy with one retry per schedule entry; `jitter` (0 to 1) is the largest random extension
     /// of each delay, as a fraction of it.
     pub fn new(schedule: Vec<Duration>, jitter: f64) -> Self {
-        RetryPolicy { schedule, jitter: jitter.clamp(0.0, 1.0) }
+        RetryPolicy {
+            schedule,
+            jitter: jitter.clamp(0.0, 1.0),
+        }
     }
 
     /// Attempts in all, the initial one included.
     pub fn max_attempts(&self) -> u32 {
-        u32::try_from(self.schedule.len()).unwrap_or(u32::MAX).saturating_add(1)
+        u32::try_from(self.schedule.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
     }
 
     /// The delay before the attempt after `attempt_number` (1 = initial), or `None` when that was the last.
@@ -51,7 +56,8 @@ mod tests {
         let delays: Vec<_> = (1..=6).map(|attempt| policy.delay_after(attempt)).collect();
         assert_eq!(
             delays,
-            [Some(10), Some(30), Some(60), Some(300), Some(900), None].map(|secs| secs.map(Duration::from_secs))
+            [Some(10), Some(30), Some(60), Some(300), Some(900), None]
+                .map(|secs| secs.map(Duration::from_secs))
         );
         assert_eq!(policy.delay_after(0), None);
     }
@@ -61,7 +67,10 @@ mod tests {
         let policy = RetryPolicy::new(secs(&[10]), 0.1);
         for _ in 0..1000 {
             let delay = policy.delay_after(1).unwrap();
-            assert!(delay >= Duration::from_secs(10) && delay <= Duration::from_secs(11), "{delay:?}");
+            assert!(
+                delay >= Duration::from_secs(10) && delay <= Duration::from_secs(11),
+                "{delay:?}"
+            );
         }
     }
 

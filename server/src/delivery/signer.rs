@@ -19,7 +19,8 @@ pub fn signature_header<'a>(
     let timestamp = timestamp.to_string();
     let mut header = String::new();
     for secret in secrets {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.key()).expect("HMAC accepts keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret.key()).expect("HMAC accepts keys of any length");
         mac.update(message_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());
@@ -41,7 +42,8 @@ mod tests {
     /// The specification's reference vector.
     #[test]
     fn matches_the_standard_webhooks_reference_vector() {
-        let secret = SigningSecret::parse("secret", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let secret =
+            SigningSecret::parse("secret", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         let header = signature_header(
             [&secret],
             "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
@@ -54,9 +56,15 @@ mod tests {
     #[test]
     fn rotation_carries_one_signature_per_secret_separated_by_a_space() {
         let current = SigningSecret::generate();
-        let previous = SigningSecret::parse("secret", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let previous =
+            SigningSecret::parse("secret", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        let header = signature_header([&current, &previous], "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body);
+        let header = signature_header(
+            [&current, &previous],
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            body,
+        );
         let parts: Vec<&str> = header.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1], "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");

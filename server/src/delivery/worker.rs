@@ -82,7 +82,9 @@ impl Wakeup {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.earliest_due.lock().expect("never poisoned: nothing panics while holding it")
+        self.earliest_due
+            .lock()
+            .expect("never poisoned: nothing panics while holding it")
     }
 }
 
@@ -141,7 +143,12 @@ impl Dispatcher {
 
     /// Runs until `stop` is cancelled, spawning attempts on `attempts`. Attempts still running when
     /// `abort` is cancelled are abandoned unrecorded; their leases expire and they are retried.
-    pub async fn run(mut self, stop: CancellationToken, abort: CancellationToken, attempts: TaskTracker) {
+    pub async fn run(
+        mut self,
+        stop: CancellationToken,
+        abort: CancellationToken,
+        attempts: TaskTracker,
+    ) {
         let mut next_poll = Instant::now();
         loop {
             let permit = tokio::select! {
@@ -170,12 +177,17 @@ impl Dispatcher {
                 }
             }
         }
-        tracing::debug!(waiting = self.backlog.len() + self.hot.len(), "dispatcher stopped claiming");
+        tracing::debug!(
+            waiting = self.backlog.len() + self.hot.len(),
+            "dispatcher stopped claiming"
+        );
     }
 
     /// Claims due tasks into the backlog, as many as could start now; returns how many.
     async fn claim(&mut self) -> usize {
-        let room = u32::try_from(self.in_flight.available_permits()).unwrap_or(u32::MAX).min(CLAIM_BATCH);
+        let room = u32::try_from(self.in_flight.available_permits())
+            .unwrap_or(u32::MAX)
+            .min(CLAIM_BATCH);
         if room == 0 {
             return 0;
         }
@@ -192,7 +204,13 @@ impl Dispatcher {
         }
     }
 
-    fn start(&self, task: ClaimedTask, permit: OwnedSemaphorePermit, abort: &CancellationToken, attempts: &TaskTracker) {
+    fn start(
+        &self,
+        task: ClaimedTask,
+        permit: OwnedSemaphorePermit,
+        abort: &CancellationToken,
+        attempts: &TaskTracker,
+    ) {
         let needed = duration_millis(self.context.timeout + LEASE_MARGIN);
         if task.lease_expires_at - now_millis() < needed {
             tracing::debug!(delivery_id = %task.delivery_id, "lease too short to start; left for a later claim");
@@ -244,7 +262,11 @@ async fn attempt_and_record(
                 wakeup.due_in(delay);
             }
         }
-        Ok(None) => tracing::warn!(delivery_id = %task.delivery_id, "attempt result discarded: the lease was taken over"),
-        Err(error) => tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried"),
+        Ok(None) => {
+            tracing::warn!(delivery_id = %task.delivery_id, "attempt result discarded: the lease was taken over")
+        }
+        Err(error) => {
+            tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried")
+        }
     }
 }

@@ -94,8 +94,19 @@ mod tests {
 
     #[test]
     fn a_malformed_id_is_not_found_and_an_empty_one_is_invalid() {
-        assert_eq!(SubscriptionId::parse("sub_nope").unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(SubscriptionId::parse(DeliveryId::generate().as_str()).unwrap_err().code, ErrorCode::NotFound);
-        assert_eq!(SubscriptionId::parse("").unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(
+            SubscriptionId::parse("sub_nope").unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            SubscriptionId::parse(DeliveryId::generate().as_str())
+                .unwrap_err()
+                .code,
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            SubscriptionId::parse("").unwrap_err().code,
+            ErrorCode::InvalidArgument
+        );
     }
 }

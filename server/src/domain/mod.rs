@@ -33,7 +33,8 @@ impl EventType {
                 format!("event type must be 1 to {MAX_EVENT_TYPE_LEN} characters"),
             ));
         }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/');
+        let allowed =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/');
         if !value.chars().all(allowed) {
             return Err(ServiceError::invalid_field(
                 field,
@@ -98,7 +99,10 @@ mod tests {
     #[test]
     fn an_event_type_list_is_sorted_deduplicated_and_capped() {
         let list = EventType::parse_list("e", &["b".into(), "a".into(), "b".into()]).unwrap();
-        assert_eq!(list.iter().map(EventType::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            list.iter().map(EventType::as_str).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         let too_many: Vec<String> = (0..=MAX_EVENT_TYPES).map(|i| format!("t{i}")).collect();
         assert!(EventType::parse_list("e", &too_many).is_err());
     }

@@ -26,13 +26,22 @@ pub struct SigningSecret {
 impl SigningSecret {
     /// Parses `whsec_<base64 key>`; `field` names the input in errors.
     pub fn parse(field: &str, value: &str) -> Result<Self, ServiceError> {
-        let rule = format!("must be whsec_ followed by the base64 of {MIN_KEY_LEN} to {MAX_KEY_LEN} bytes");
-        let encoded = value.strip_prefix(PREFIX).ok_or_else(|| ServiceError::invalid_field(field, rule.clone()))?;
-        let key = STANDARD.decode(encoded).map_err(|_| ServiceError::invalid_field(field, rule.clone()))?;
+        let rule = format!(
+            "must be whsec_ followed by the base64 of {MIN_KEY_LEN} to {MAX_KEY_LEN} bytes"
+        );
+        let encoded = value
+            .strip_prefix(PREFIX)
+            .ok_or_else(|| ServiceError::invalid_field(field, rule.clone()))?;
+        let key = STANDARD
+            .decode(encoded)
+            .map_err(|_| ServiceError::invalid_field(field, rule.clone()))?;
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
             return Err(ServiceError::invalid_field(field, rule));
         }
-        Ok(SigningSecret { text: value.to_owned(), key })
+        Ok(SigningSecret {
+            text: value.to_owned(),
+            key,
+        })
     }
 
     /// A new secret with a random 32-byte key.
@@ -40,7 +49,10 @@ impl SigningSecret {
         let mut key = vec![0u8; GENERATED_KEY_LEN];
         // The thread-local generator is a CSPRNG seeded from the operating system.
         rand::rng().fill_bytes(&mut key);
-        SigningSecret { text: format!("{PREFIX}{}", STANDARD.encode(&key)), key }
+        SigningSecret {
+            text: format!("{PREFIX}{}", STANDARD.encode(&key)),
+            key,
+        }
     }
 
     /// The HMAC key for outbound Standard Webhooks signatures.
@@ -56,7 +68,10 @@ impl SigningSecret {
 
     /// Wraps a value read back from the database, where it was validated on the way in.
     pub(crate) fn from_trusted(text: String) -> Self {
-        let key = text.strip_prefix(PREFIX).and_then(|encoded| STANDARD.decode(encoded).ok()).unwrap_or_default();
+        let key = text
+            .strip_prefix(PREFIX)
+            .and_then(|encoded| STANDARD.decode(encoded).ok())
+            .unwrap_or_default();
         SigningSecret { text, key }
     }
 }
@@ -79,7 +94,12 @@ mod tests {
 
     #[test]
     fn rejects_secrets_without_prefix_bad_base64_or_short_keys() {
-        for bad in ["C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_!!!", "whsec_c2hvcnQ=", ""] {
+        for bad in [
+            "C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            "whsec_!!!",
+            "whsec_c2hvcnQ=",
+            "",
+        ] {
             assert!(SigningSecret::parse("s", bad).is_err(), "{bad}");
         }
     }

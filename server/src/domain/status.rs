@@ -113,6 +113,10 @@ impl EventKind {
 
     /// Reads a stored value.
     pub fn from_i64(value: i64) -> Self {
-        if value == v1::DeliveryEventKind::Queued as i64 { EventKind::Queued } else { EventKind::Attempt }
+        if value == v1::DeliveryEventKind::Queued as i64 {
+            EventKind::Queued
+        } else {
+            EventKind::Attempt
+        }
     }
 }

@@ -30,24 +30,36 @@ impl TargetUrl {
                 format!("must be at most {MAX_TARGET_URL_LEN} bytes"),
             ));
         }
-        let url = Url::parse(value)
-            .map_err(|error| ServiceError::invalid_field(field, format!("must be an absolute http or https URL ({error})")))?;
+        let url = Url::parse(value).map_err(|error| {
+            ServiceError::invalid_field(
+                field,
+                format!("must be an absolute http or https URL ({error})"),
+            )
+        })?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(ServiceError::invalid_field(field, "must be an absolute http or https URL"));
+            return Err(ServiceError::invalid_field(
+                field,
+                "must be an absolute http or https URL",
+            ));
         }
         if url.host().is_none() {
             return Err(ServiceError::invalid_field(field, "must name a host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(ServiceError::invalid_field(field, "must not contain credentials (user:password@)"));
+            return Err(ServiceError::invalid_field(
+                field,
+                "must not contain credentials (user:password@)",
+            ));
         }
         if url.fragment().is_some() {
-            return Err(ServiceError::invalid_field(field, "must not contain a fragment (#...)"));
+            return Err(ServiceError::invalid_field(
+                field,
+                "must not contain a fragment (#...)",
+            ));
         }
-        let uri = url
-            .as_str()
-            .parse::<http::Uri>()
-            .map_err(|error| ServiceError::invalid_field(field, format!("is not a valid request URI ({error})")))?;
+        let uri = url.as_str().parse::<http::Uri>().map_err(|error| {
+            ServiceError::invalid_field(field, format!("is not a valid request URI ({error})"))
+        })?;
         Ok(TargetUrl { url, uri })
     }
 
@@ -77,26 +89,60 @@ mod tests {
 
     #[test]
     fn accepts_http_and_https_urls() {
-        assert_eq!(TargetUrl::parse("u", "https://example.com/hook?x=1").unwrap().as_str(), "https://example.com/hook?x=1");
-        assert_eq!(TargetUrl::parse("u", "http://127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            TargetUrl::parse("u", "https://example.com/hook?x=1")
+                .unwrap()
+                .as_str(),
+            "https://example.com/hook?x=1"
+        );
+        assert_eq!(
+            TargetUrl::parse("u", "http://127.0.0.1:8080")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/"
+        );
     }
 
     #[test]
     fn rejects_relative_urls_other_schemes_and_credentials() {
-        for bad in ["", "/hook", "example.com", "ftp://example.com/", "https://user:pw@example.com/", "https://example.com/#frag", "file:///etc/passwd"] {
+        for bad in [
+            "",
+            "/hook",
+            "example.com",
+            "ftp://example.com/",
+            "https://user:pw@example.com/",
+            "https://example.com/#frag",
+            "file:///etc/passwd",
+        ] {
             let error = TargetUrl::parse("subscription.target_url", bad).unwrap_err();
-            assert!(error.message.starts_with("subscription.target_url: "), "{bad}: {}", error.message);
+            assert!(
+                error.message.starts_with("subscription.target_url: "),
+                "{bad}: {}",
+                error.message
+            );
         }
     }
 
     #[test]
     fn every_spelling_of_an_ip_address_is_normalised() {
-        for spelling in ["http://2130706433/", "http://0177.0.0.1/", "http://0x7f.0.0.1/", "http://127.1/"] {
+        for spelling in [
+            "http://2130706433/",
+            "http://0177.0.0.1/",
+            "http://0x7f.0.0.1/",
+            "http://127.1/",
+        ] {
             let url = TargetUrl::parse("u", spelling).unwrap();
-            assert_eq!(url.literal_ip(), Some("127.0.0.1".parse().unwrap()), "{spelling}");
+            assert_eq!(
+                url.literal_ip(),
+                Some("127.0.0.1".parse().unwrap()),
+                "{spelling}"
+            );
         }
         let mapped = TargetUrl::parse("u", "http://[::ffff:127.0.0.1]/").unwrap();
-        assert_eq!(mapped.literal_ip(), Some("::ffff:127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            mapped.literal_ip(),
+            Some("::ffff:127.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]

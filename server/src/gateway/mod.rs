@@ -51,7 +51,10 @@ pub async fn serve(
         .keep_alive(true)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
 
     loop {

@@ -14,42 +14,69 @@ use crate::service::{IngestReceipt, IngestRequest, Service};
 const RETRY_AFTER_SECONDS: &str = "5";
 
 /// Handles one request. Never fails: every error becomes a response.
-pub(crate) async fn handle(service: Service, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+pub(crate) async fn handle(
+    service: Service,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = request.uri().path().to_owned();
     let response = match (request.method(), path.as_str()) {
         (&Method::GET | &Method::HEAD, "/healthz") => healthz(&service).await,
         (&Method::POST, path) if path.starts_with("/ingest/") => ingest(&service, request).await,
         (_, "/healthz") => Err(method_not_allowed("GET")),
         (_, path) if path.starts_with("/ingest/") => Err(method_not_allowed("POST")),
-        _ => Err(ServiceError::new(ErrorCode::NotFound, format!("no route for {path}"))),
+        _ => Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no route for {path}"),
+        )),
     };
     Ok(response.unwrap_or_else(error_response))
 }
 
 async fn healthz(service: &Service) -> Result<Response<Full<Bytes>>, ServiceError> {
     service.check_database().await?;
-    Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok"}),
+    ))
 }
 
-async fn ingest(service: &Service, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ServiceError> {
+async fn ingest(
+    service: &Service,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ServiceError> {
     let (parts, body) = request.into_parts();
     let subscription_id = parts.uri.path().trim_start_matches("/ingest/");
     if subscription_id.is_empty() || subscription_id.contains('/') {
-        return Err(ServiceError::new(ErrorCode::NotFound, format!("no route for {}", parts.uri.path())));
+        return Err(ServiceError::new(
+            ErrorCode::NotFound,
+            format!("no route for {}", parts.uri.path()),
+        ));
     }
     let limit = service.max_body_size();
     // A declared length over the limit is refused before a byte of the body is read.
-    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
         return Err(body_too_large(limit));
     }
     let body = read_body(body, limit).await?;
 
-    let header = |name: &str| parts.headers.get(name).and_then(|value| value.to_str().ok());
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
     let query_event_type = parts.uri.query().and_then(|query| {
-        url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "event_type").map(|(_, value)| value.into_owned())
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "event_type")
+            .map(|(_, value)| value.into_owned())
     });
-    let event_type = header("x-event-type").map(str::to_owned).or(query_event_type);
+    let event_type = header("x-event-type")
+        .map(str::to_owned)
+        .or(query_event_type);
     let receipt = service
         .ingest(IngestRequest {
             subscription_id,
@@ -71,22 +98,36 @@ async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, ServiceError> {
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(body_too_large(limit)),
-        Err(error) => Err(ServiceError::new(ErrorCode::InvalidArgument, format!("could not read the body: {error}"))),
+        Err(error) => Err(ServiceError::new(
+            ErrorCode::InvalidArgument,
+            format!("could not read the body: {error}"),
+        )),
     }
 }
 
 fn body_too_large(limit: u64) -> ServiceError {
-    ServiceError::new(ErrorCode::ResourceExhausted, format!("body is larger than the limit of {limit} bytes"))
+    ServiceError::new(
+        ErrorCode::ResourceExhausted,
+        format!("body is larger than the limit of {limit} bytes"),
+    )
 }
 
 fn method_not_allowed(allowed: &'static str) -> ServiceError {
-    ServiceError::new(ErrorCode::MethodNotAllowed, format!("method not allowed; use {allowed}"))
+    ServiceError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method not allowed; use {allowed}"),
+    )
 }
 
 fn error_response(error: ServiceError) -> Response<Full<Bytes>> {
-    let mut response = json_response(error.code.http_status(), &serde_json::json!({"error": error.message}));
+    let mut response = json_response(
+        error.code.http_status(),
+        &serde_json::json!({"error": error.message}),
+    );
     if error.code == ErrorCode::Unavailable {
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
     response
 }
@@ -95,6 +136,8 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
     let bytes = serde_json::to_vec(body).expect("a JSON value serialises");
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

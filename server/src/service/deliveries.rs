@@ -55,12 +55,27 @@ impl Service {
             None
         } else {
             Some(page_token.parse::<i64>().map_err(|_| {
-                ServiceError::new(ErrorCode::InvalidArgument, "page_token: is not a token this server issued")
+                ServiceError::new(
+                    ErrorCode::InvalidArgument,
+                    "page_token: is not a token this server issued",
+                )
             })?)
         };
         let store = &self.inner.store;
-        let mut attempts = store.subscription_attempts(&id, before, size + 1).await.map_err(store_error)?;
-        if attempts.is_empty() && before.is_none() && self.inner.cache.get(&id).await.map_err(store_error)?.is_none() {
+        let mut attempts = store
+            .subscription_attempts(&id, before, size + 1)
+            .await
+            .map_err(store_error)?;
+        if attempts.is_empty()
+            && before.is_none()
+            && self
+                .inner
+                .cache
+                .get(&id)
+                .await
+                .map_err(store_error)?
+                .is_none()
+        {
             return Err(ServiceError::not_found("subscription", id.as_str()));
         }
         let more = attempts.len() > size as usize;
@@ -69,6 +84,9 @@ impl Service {
             Some(last) if more => last.cursor.to_string(),
             _ => String::new(),
         };
-        Ok(AttemptPage { attempts, next_page_token })
+        Ok(AttemptPage {
+            attempts,
+            next_page_token,
+        })
     }
 }

@@ -41,7 +41,10 @@ impl Service {
                 "content-type must be application/json",
             ));
         }
-        let event_type = request.event_type.map(|value| EventType::parse("event_type", value)).transpose()?;
+        let event_type = request
+            .event_type
+            .map(|value| EventType::parse("event_type", value))
+            .transpose()?;
         validate_json(&request.body)?;
 
         let subscription = self
@@ -52,7 +55,9 @@ impl Service {
             .map_err(store_error)?
             .ok_or_else(|| ServiceError::not_found("subscription", subscription_id.as_str()))?;
         if !subscription.event_types.is_empty()
-            && !event_type.as_ref().is_some_and(|event_type| subscription.event_types.contains(event_type))
+            && !event_type
+                .as_ref()
+                .is_some_and(|event_type| subscription.event_types.contains(event_type))
         {
             return Ok(IngestReceipt::Filtered);
         }
@@ -68,18 +73,32 @@ impl Service {
             payload: request.body,
             lease,
         };
-        let task_parts = hand_off.as_ref().map(|_| (delivery.subscription_id.clone(), delivery.event_type.clone(), delivery.payload.clone()));
-        let queued = self.inner.committer.enqueue(delivery).await.map_err(commit_error)?;
+        let task_parts = hand_off.as_ref().map(|_| {
+            (
+                delivery.subscription_id.clone(),
+                delivery.event_type.clone(),
+                delivery.payload.clone(),
+            )
+        });
+        let queued = self
+            .inner
+            .committer
+            .enqueue(delivery)
+            .await
+            .map_err(commit_error)?;
         match (hand_off, task_parts) {
-            (Some(permit), Some((subscription_id, event_type, payload))) => permit.send(ClaimedTask {
-                delivery_id: queued.delivery_id.clone(),
-                subscription_id,
-                event_type,
-                payload,
-                attempts_made: 0,
-                lease_token: 1,
-                lease_expires_at: queued.logged_at + duration_millis(self.inner.settings.lease.duration),
-            }),
+            (Some(permit), Some((subscription_id, event_type, payload))) => {
+                permit.send(ClaimedTask {
+                    delivery_id: queued.delivery_id.clone(),
+                    subscription_id,
+                    event_type,
+                    payload,
+                    attempts_made: 0,
+                    lease_token: 1,
+                    lease_expires_at: queued.logged_at
+                        + duration_millis(self.inner.settings.lease.duration),
+                })
+            }
             _ => self.inner.wakeup.now(),
         }
         Ok(IngestReceipt::Queued(queued.delivery_id))
@@ -88,20 +107,37 @@ impl Service {
 
 /// `application/json` or any `application/*+json`, with or without parameters.
 fn is_json_media_type(content_type: Option<&str>) -> bool {
-    let Some(content_type) = content_type else { return false };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Checks that the body is UTF-8 holding one well-formed JSON value, without building it in memory.
 /// UTF-8 is checked separately because skipping a string does not validate it. serde_json refuses
 /// nesting deeper than 128 levels, which stops nesting bombs.
 fn validate_json(body: &[u8]) -> Result<(), ServiceError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|error| ServiceError::new(ErrorCode::InvalidArgument, format!("body is not valid UTF-8: {error}")))?;
+    let text = std::str::from_utf8(body).map_err(|error| {
+        ServiceError::new(
+            ErrorCode::InvalidArgument,
+            format!("body is not valid UTF-8: {error}"),
+        )
+    })?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|error| ServiceError::new(ErrorCode::InvalidArgument, format!("body is not valid JSON: {error}")))
+        .map_err(|error| {
+            ServiceError::new(
+                ErrorCode::InvalidArgument,
+                format!("body is not valid JSON: {error}"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -114,7 +150,9 @@ mod tests {
         assert!(is_json_media_type(Some("Application/JSON; charset=utf-8")));
         assert!(is_json_media_type(Some("application/cloudevents+json")));
         assert!(!is_json_media_type(Some("text/plain")));
-        assert!(!is_json_media_type(Some("application/x-www-form-urlencoded")));
+        assert!(!is_json_media_type(Some(
+            "application/x-www-form-urlencoded"
+        )));
         assert!(!is_json_media_type(None));
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 pub use deliveries::{AttemptPage, DeliveryDetails};
 pub use ingest::{IngestReceipt, IngestRequest};
-pub use subscriptions::{CreatedSubscription, NewSubscription, SubscriptionPage, SubscriptionPatch};
+pub use subscriptions::{
+    CreatedSubscription, NewSubscription, SubscriptionPage, SubscriptionPatch,
+};
 
 use crate::cache::SubscriptionCache;
 use crate::commit::{CommitError, Committer};
@@ -59,7 +61,17 @@ impl Service {
         wakeup: Arc<Wakeup>,
         settings: ServiceSettings,
     ) -> Self {
-        Service { inner: Arc::new(Inner { store, cache, committer, hub, hot, wakeup, settings }) }
+        Service {
+            inner: Arc::new(Inner {
+                store,
+                cache,
+                committer,
+                hub,
+                hot,
+                wakeup,
+                settings,
+            }),
+        }
     }
 
     /// The event hub, for watchers.
@@ -95,7 +107,10 @@ pub(crate) fn store_error(error: StoreError) -> ServiceError {
 fn commit_error(error: CommitError) -> ServiceError {
     match error {
         CommitError::Store(error) => store_error(error),
-        CommitError::Closed => ServiceError::new(crate::error::ErrorCode::Unavailable, "the server is shutting down"),
+        CommitError::Closed => ServiceError::new(
+            crate::error::ErrorCode::Unavailable,
+            "the server is shutting down",
+        ),
     }
 }
 

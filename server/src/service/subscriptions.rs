@@ -58,7 +58,10 @@ pub struct SubscriptionPage {
 
 impl Service {
     /// Creates a subscription after validating every field.
-    pub async fn create_subscription(&self, input: NewSubscription) -> Result<CreatedSubscription, ServiceError> {
+    pub async fn create_subscription(
+        &self,
+        input: NewSubscription,
+    ) -> Result<CreatedSubscription, ServiceError> {
         let target_url = TargetUrl::parse("subscription.target_url", &input.target_url)?;
         let event_types = EventType::parse_list("subscription.event_types", &input.event_types)?;
         validate_description("subscription.description", &input.description)?;
@@ -68,7 +71,10 @@ impl Service {
                 let secret = SigningSecret::generate();
                 (Some(secret.clone()), Some(secret))
             }
-            (false, false) => (Some(SigningSecret::parse("subscription.secret", &input.secret)?), None),
+            (false, false) => (
+                Some(SigningSecret::parse("subscription.secret", &input.secret)?),
+                None,
+            ),
             (false, true) => {
                 return Err(ServiceError::invalid_field(
                     "generate_secret",
@@ -88,41 +94,76 @@ impl Service {
             created_at: now,
             updated_at: now,
         };
-        self.inner.store.insert_subscription(&subscription).await.map_err(store_error)?;
+        self.inner
+            .store
+            .insert_subscription(&subscription)
+            .await
+            .map_err(store_error)?;
         self.inner.cache.put(subscription.clone()).await;
         tracing::info!(subscription_id = %subscription.id, target_url = subscription.target_url.as_str(), "subscription created");
-        Ok(CreatedSubscription { subscription, generated_secret })
+        Ok(CreatedSubscription {
+            subscription,
+            generated_secret,
+        })
     }
 
     /// Reads a subscription.
     pub async fn get_subscription(&self, id: &str) -> Result<SubscriptionRecord, ServiceError> {
         let id = SubscriptionId::parse(id)?;
-        match self.inner.store.get_subscription(&id).await.map_err(store_error)? {
+        match self
+            .inner
+            .store
+            .get_subscription(&id)
+            .await
+            .map_err(store_error)?
+        {
             Some(subscription) => Ok(subscription),
             None => Err(ServiceError::not_found("subscription", id.as_str())),
         }
     }
 
     /// Lists subscriptions, oldest first.
-    pub async fn list_subscriptions(&self, requested_size: i32, page_token: &str) -> Result<SubscriptionPage, ServiceError> {
+    pub async fn list_subscriptions(
+        &self,
+        requested_size: i32,
+        page_token: &str,
+    ) -> Result<SubscriptionPage, ServiceError> {
         let size = page_size(requested_size, DEFAULT_PAGE, MAX_PAGE);
         let after = decode_page_token(page_token)?;
         // One extra row tells whether another page follows.
-        let mut subscriptions =
-            self.inner.store.list_subscriptions(after.as_ref(), size + 1).await.map_err(store_error)?;
+        let mut subscriptions = self
+            .inner
+            .store
+            .list_subscriptions(after.as_ref(), size + 1)
+            .await
+            .map_err(store_error)?;
         let more = subscriptions.len() > size as usize;
         subscriptions.truncate(size as usize);
         let next_page_token = match subscriptions.last() {
             Some(last) if more => format!("{}.{}", last.created_at, last.id),
             _ => String::new(),
         };
-        Ok(SubscriptionPage { subscriptions, next_page_token })
+        Ok(SubscriptionPage {
+            subscriptions,
+            next_page_token,
+        })
     }
 
     /// Changes the fields a patch names. A new secret keeps the old one signing for the grace period.
-    pub async fn update_subscription(&self, id: &str, patch: SubscriptionPatch) -> Result<SubscriptionRecord, ServiceError> {
-        if patch.target_url.is_none() && patch.secret.is_none() && patch.event_types.is_none() && patch.description.is_none() {
-            return Err(ServiceError::invalid_field("update_mask", "must name at least one field to update"));
+    pub async fn update_subscription(
+        &self,
+        id: &str,
+        patch: SubscriptionPatch,
+    ) -> Result<SubscriptionRecord, ServiceError> {
+        if patch.target_url.is_none()
+            && patch.secret.is_none()
+            && patch.event_types.is_none()
+            && patch.description.is_none()
+        {
+            return Err(ServiceError::invalid_field(
+                "update_mask",
+                "must name at least one field to update",
+            ));
         }
         let mut subscription = self.get_subscription(id).await?;
         let now = now_millis();
@@ -130,15 +171,19 @@ impl Service {
             subscription.target_url = TargetUrl::parse("subscription.target_url", target_url)?;
         }
         if let Some(event_types) = &patch.event_types {
-            subscription.event_types = EventType::parse_list("subscription.event_types", event_types)?;
+            subscription.event_types =
+                EventType::parse_list("subscription.event_types", event_types)?;
         }
         if let Some(description) = patch.description {
             validate_description("subscription.description", &description)?;
             subscription.description = description;
         }
         if let Some(secret) = &patch.secret {
-            let new_secret =
-                if secret.is_empty() { None } else { Some(SigningSecret::parse("subscription.secret", secret)?) };
+            let new_secret = if secret.is_empty() {
+                None
+            } else {
+                Some(SigningSecret::parse("subscription.secret", secret)?)
+            };
             if new_secret != subscription.secret {
                 // Receivers switch to the new secret at their own pace; until the grace period ends,
                 // every delivery carries a signature with each secret.
@@ -149,8 +194,17 @@ impl Service {
             }
         }
         subscription.updated_at = now;
-        if !self.inner.store.update_subscription(&subscription).await.map_err(store_error)? {
-            return Err(ServiceError::not_found("subscription", subscription.id.as_str()));
+        if !self
+            .inner
+            .store
+            .update_subscription(&subscription)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(ServiceError::not_found(
+                "subscription",
+                subscription.id.as_str(),
+            ));
         }
         self.inner.cache.put(subscription.clone()).await;
         tracing::info!(subscription_id = %subscription.id, "subscription updated");
@@ -160,7 +214,12 @@ impl Service {
     /// Deletes a subscription; its pending deliveries end as failed.
     pub async fn delete_subscription(&self, id: &str) -> Result<(), ServiceError> {
         let id = SubscriptionId::parse(id)?;
-        let cancelled = self.inner.store.delete_subscription(&id).await.map_err(store_error)?;
+        let cancelled = self
+            .inner
+            .store
+            .delete_subscription(&id)
+            .await
+            .map_err(store_error)?;
         self.inner.cache.invalidate(&id).await;
         let Some(cancelled) = cancelled else {
             return Err(ServiceError::not_found("subscription", id.as_str()));
@@ -171,7 +230,10 @@ impl Service {
     }
 
     /// Reads a subscription's current secret.
-    pub async fn get_subscription_secret(&self, id: &str) -> Result<Option<SigningSecret>, ServiceError> {
+    pub async fn get_subscription_secret(
+        &self,
+        id: &str,
+    ) -> Result<Option<SigningSecret>, ServiceError> {
         Ok(self.get_subscription(id).await?.secret)
     }
 }
@@ -180,8 +242,16 @@ fn decode_page_token(token: &str) -> Result<Option<SubscriptionCursor>, ServiceE
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || ServiceError::new(ErrorCode::InvalidArgument, "page_token: is not a token this server issued");
+    let invalid = || {
+        ServiceError::new(
+            ErrorCode::InvalidArgument,
+            "page_token: is not a token this server issued",
+        )
+    };
     let (created_at, id) = token.split_once('.').ok_or_else(invalid)?;
     let created_at = created_at.parse::<i64>().map_err(|_| invalid())?;
-    Ok(Some(SubscriptionCursor { created_at, id: id.to_owned() }))
+    Ok(Some(SubscriptionCursor {
+        created_at,
+        id: id.to_owned(),
+    }))
 }

@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::domain::{
-    AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret, SubscriptionId, TargetUrl,
+    AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret,
+    SubscriptionId, TargetUrl,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -59,7 +60,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => db.code().is_some_and(|code| is_transient_code(&code)),
             _ => false,
         };
-        if transient { StoreError::Unavailable(Arc::new(error)) } else { StoreError::Database(Arc::new(error)) }
+        if transient {
+            StoreError::Unavailable(Arc::new(error))
+        } else {
+            StoreError::Database(Arc::new(error))
+        }
     }
 }
 
@@ -73,7 +78,11 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// operator intervention such as a server shutting down (57), insufficient resources (53), and SQLite's
 /// BUSY/LOCKED should the busy timeout ever run out.
 fn is_transient_code(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("57") || code.starts_with("53") || code == "5" || code == "6"
+    code.starts_with("08")
+        || code.starts_with("57")
+        || code.starts_with("53")
+        || code == "5"
+        || code == "6"
 }
 
 /// A subscription as stored.
@@ -274,19 +283,33 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether an entry passes the filter.
     pub fn matches(&self, event: &LoggedEvent) -> bool {
-        if self.subscription_id.as_ref().is_some_and(|id| *id != event.subscription_id) {
+        if self
+            .subscription_id
+            .as_ref()
+            .is_some_and(|id| *id != event.subscription_id)
+        {
             return false;
         }
-        if self.delivery_id.as_ref().is_some_and(|id| *id != event.delivery_id) {
+        if self
+            .delivery_id
+            .as_ref()
+            .is_some_and(|id| *id != event.delivery_id)
+        {
             return false;
         }
         if !self.event_types.is_empty()
-            && !event.event_type.as_ref().is_some_and(|event_type| self.event_types.contains(event_type))
+            && !event
+                .event_type
+                .as_ref()
+                .is_some_and(|event_type| self.event_types.contains(event_type))
         {
             return false;
         }
         if !self.outcomes.is_empty() {
-            return event.attempt.as_ref().is_some_and(|attempt| self.outcomes.contains(&attempt.outcome));
+            return event
+                .attempt
+                .as_ref()
+                .is_some_and(|attempt| self.outcomes.contains(&attempt.outcome));
         }
         true
     }
@@ -305,9 +328,15 @@ pub struct PurgeCounts {
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts a new subscription.
-    async fn insert_subscription(&self, subscription: &SubscriptionRecord) -> Result<(), StoreError>;
+    async fn insert_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> Result<(), StoreError>;
     /// Reads one subscription.
-    async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError>;
+    async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionRecord>, StoreError>;
     /// Lists subscriptions in creation order, after `after`.
     async fn list_subscriptions(
         &self,
@@ -315,14 +344,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<SubscriptionRecord>, StoreError>;
     /// Replaces a subscription's mutable fields; false when it does not exist.
-    async fn update_subscription(&self, subscription: &SubscriptionRecord) -> Result<bool, StoreError>;
+    async fn update_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> Result<bool, StoreError>;
     /// Deletes a subscription and ends its pending deliveries as failed, returning their log entries;
     /// `None` when it does not exist.
-    async fn delete_subscription(&self, id: &SubscriptionId) -> Result<Option<Vec<LoggedEvent>>, StoreError>;
+    async fn delete_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<Vec<LoggedEvent>>, StoreError>;
     /// Commits queued webhooks and attempt results in one transaction.
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError>;
     /// Leases up to `limit` due tasks, earliest first, skipping tasks other nodes hold.
-    async fn claim_due(&self, lease: &LeaseRequest, limit: u32) -> Result<Vec<ClaimedTask>, StoreError>;
+    async fn claim_due(
+        &self,
+        lease: &LeaseRequest,
+        limit: u32,
+    ) -> Result<Vec<ClaimedTask>, StoreError>;
     /// Makes tasks leased by `owner` (by anyone, for `None`) due now: run at start-up, so that work a
     /// previous run of this node held is not stuck until its leases expire.
     async fn release_leases(&self, owner: Option<&str>) -> Result<u64, StoreError>;
@@ -341,7 +380,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError>;
     /// Log entries after `after` in cursor order, filtered, at most `limit` of them.
-    async fn events_after(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<LoggedEvent>, StoreError>;
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError>;
     /// Deletes up to `limit` log entries logged before `before`, and up to `limit` finished deliveries
     /// that finished before it.
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError>;
@@ -354,9 +398,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// Opens the store a database URL names, creating and migrating it as needed.
 pub async fn open(database_url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Err(StoreError::UnsupportedUrl("this build of whd supports SQLite databases only".into()))
+        Err(StoreError::UnsupportedUrl(
+            "this build of whd supports SQLite databases only".into(),
+        ))
     } else {
-        Ok(Arc::new(sqlite::SqliteStore::open(database_url, options).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(database_url, options).await?,
+        ))
     }
 }
 
@@ -371,7 +419,10 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { sqlite_full_sync: true, max_connections: 8 }
+        OpenOptions {
+            sqlite_full_sync: true,
+            max_connections: 8,
+        }
     }
 }
 
@@ -395,8 +446,8 @@ pub(crate) fn encode_event_types(event_types: &[EventType]) -> String {
 }
 
 pub(crate) fn decode_event_types(stored: &str) -> Result<Vec<EventType>, StoreError> {
-    let names: Vec<String> =
-        serde_json::from_str(stored).map_err(|error| StoreError::Corrupt(format!("event_types: {error}")))?;
+    let names: Vec<String> = serde_json::from_str(stored)
+        .map_err(|error| StoreError::Corrupt(format!("event_types: {error}")))?;
     Ok(names.into_iter().map(EventType::from_trusted).collect())
 }
 

@@ -4,10 +4,12 @@
 use bytes::Bytes;
 
 use super::{
-    ClaimedTask, DeliveryRecord, LoggedAttempt, LoggedEvent, StoreError, SubscriptionRecord, decode_event_types,
-    decode_target_url,
+    ClaimedTask, DeliveryRecord, LoggedAttempt, LoggedEvent, StoreError, SubscriptionRecord,
+    decode_event_types, decode_target_url,
 };
-use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret, SubscriptionId};
+use crate::domain::{
+    AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret, SubscriptionId,
+};
 
 /// Typed column access, implemented by each backend's row type.
 pub(crate) trait RowExt {
@@ -42,15 +44,16 @@ macro_rules! impl_row_ext {
 pub(crate) use impl_row_ext;
 
 /// Columns of `subscriptions`, in the order [`subscription`] reads them.
-pub(crate) const SUBSCRIPTION_COLUMNS: &str =
-    "id, target_url, secret, previous_secret, previous_secret_until, event_types, description, created_at, updated_at";
+pub(crate) const SUBSCRIPTION_COLUMNS: &str = "id, target_url, secret, previous_secret, previous_secret_until, event_types, description, created_at, updated_at";
 
 pub(crate) fn subscription(row: &impl RowExt) -> Result<SubscriptionRecord, StoreError> {
     Ok(SubscriptionRecord {
         id: SubscriptionId::from_trusted(row.text("id")?),
         target_url: decode_target_url(&row.text("target_url")?)?,
         secret: row.opt_text("secret")?.map(SigningSecret::from_trusted),
-        previous_secret: row.opt_text("previous_secret")?.map(SigningSecret::from_trusted),
+        previous_secret: row
+            .opt_text("previous_secret")?
+            .map(SigningSecret::from_trusted),
         previous_secret_until: row.opt_int("previous_secret_until")?,
         event_types: decode_event_types(&row.text("event_types")?)?,
         description: row.text("description")?,
@@ -71,7 +74,9 @@ pub(crate) fn logged_event(row: &impl RowExt) -> Result<LoggedEvent, StoreError>
             attempt_number: u32::try_from(row.opt_int("attempt_number")?.unwrap_or(0)).unwrap_or(0),
             outcome: AttemptOutcome::from_i64(row.opt_int("outcome")?.unwrap_or(0)),
             target_url: row.opt_text("target_url")?.unwrap_or_default(),
-            http_status: row.opt_int("http_status")?.and_then(|status| u16::try_from(status).ok()),
+            http_status: row
+                .opt_int("http_status")?
+                .and_then(|status| u16::try_from(status).ok()),
             error: row.opt_text("error")?,
             duration_us: row.opt_int("duration_us")?.unwrap_or(0),
         }),
@@ -101,7 +106,11 @@ pub(crate) fn delivery(row: &impl RowExt) -> Result<DeliveryRecord, StoreError> 
         event_type: row.opt_text("event_type")?.map(EventType::from_trusted),
         status,
         attempt_count: u32::try_from(row.int("attempt_count")?).unwrap_or(u32::MAX),
-        next_attempt_at: if status == DeliveryStatus::Pending { row.opt_int("next_attempt_at")? } else { None },
+        next_attempt_at: if status == DeliveryStatus::Pending {
+            row.opt_int("next_attempt_at")?
+        } else {
+            None
+        },
         created_at: row.int("created_at")?,
     })
 }

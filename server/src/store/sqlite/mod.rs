@@ -9,14 +9,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::rows::{self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext};
+use super::rows::{
+    self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext,
+};
 use super::{
-    ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions, PurgeCounts, Store,
-    StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch, WriteOutcome, duration_millis, encode_event_types,
-    now_millis,
+    ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions,
+    PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch,
+    WriteOutcome, duration_millis, encode_event_types, now_millis,
 };
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
@@ -45,7 +50,11 @@ impl SqliteStore {
         } else {
             SqliteConnectOptions::new().filename(database_url)
         };
-        let synchronous = if options.sqlite_full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
+        let synchronous = if options.sqlite_full_sync {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        };
         let base = base
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
@@ -58,7 +67,9 @@ impl SqliteStore {
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(base.clone().create_if_missing(true))
             .await?;
-        sqlx::migrate!("src/store/sqlite/migrations").run(&writer).await?;
+        sqlx::migrate!("src/store/sqlite/migrations")
+            .run(&writer)
+            .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(BUSY_TIMEOUT)
@@ -74,7 +85,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_subscription(&self, subscription: &SubscriptionRecord) -> Result<(), StoreError> {
+    async fn insert_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO subscriptions (id, target_url, secret, previous_secret, previous_secret_until, event_types, \
@@ -95,9 +109,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+    async fn get_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
         let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(rows::subscription).transpose()
     }
 
@@ -106,7 +126,9 @@ impl Store for SqliteStore {
         after: Option<&SubscriptionCursor>,
         limit: u32,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let (created_at, id) = after.map_or((i64::MIN, String::new()), |cursor| (cursor.created_at, cursor.id.clone()));
+        let (created_at, id) = after.map_or((i64::MIN, String::new()), |cursor| {
+            (cursor.created_at, cursor.id.clone())
+        });
         let sql = format!(
             "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE (created_at, id) > (?, ?) \
              ORDER BY created_at, id LIMIT ?"
@@ -120,7 +142,10 @@ impl Store for SqliteStore {
         found.iter().map(rows::subscription).collect()
     }
 
-    async fn update_subscription(&self, subscription: &SubscriptionRecord) -> Result<bool, StoreError> {
+    async fn update_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE subscriptions SET target_url = ?, secret = ?, previous_secret = ?, previous_secret_until = ?, \
@@ -141,13 +166,17 @@ impl Store for SqliteStore {
         Ok(updated == 1)
     }
 
-    async fn delete_subscription(&self, id: &SubscriptionId) -> Result<Option<Vec<LoggedEvent>>, StoreError> {
+    async fn delete_subscription(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<Option<Vec<LoggedEvent>>, StoreError> {
         let now = now_millis();
         let mut tx = self.begin_write().await?;
-        let deleted: Option<String> = sqlx::query_scalar("DELETE FROM subscriptions WHERE id = ? RETURNING target_url")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let deleted: Option<String> =
+            sqlx::query_scalar("DELETE FROM subscriptions WHERE id = ? RETURNING target_url")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(target_url) = deleted else {
             return Ok(None);
         };
@@ -178,7 +207,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut events = cancelled.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
+        let mut events = cancelled
+            .iter()
+            .map(rows::logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
         events.sort_by_key(|event| event.cursor);
         Ok(Some(events))
     }
@@ -195,12 +227,21 @@ impl Store for SqliteStore {
             );
             insert.push_values(chunk, |mut row, delivery| {
                 let (due, owner, token) = match &delivery.lease {
-                    Some(lease) => (now + duration_millis(lease.duration), Some(lease.owner.to_string()), 1),
+                    Some(lease) => (
+                        now + duration_millis(lease.duration),
+                        Some(lease.owner.to_string()),
+                        1,
+                    ),
                     None => (now, None, 0),
                 };
                 row.push_bind(delivery.id.as_str().to_owned())
                     .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+                    .push_bind(
+                        delivery
+                            .event_type
+                            .as_ref()
+                            .map(|event_type| event_type.as_str().to_owned()),
+                    )
                     .push_bind(delivery.payload.to_vec())
                     .push_bind(DeliveryStatus::Pending.as_i64())
                     .push_bind(due)
@@ -217,13 +258,23 @@ impl Store for SqliteStore {
                 row.push_bind(EventKind::Queued.as_i64())
                     .push_bind(delivery.id.as_str().to_owned())
                     .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+                    .push_bind(
+                        delivery
+                            .event_type
+                            .as_ref()
+                            .map(|event_type| event_type.as_str().to_owned()),
+                    )
                     .push_bind(DeliveryStatus::Pending.as_i64())
                     .push_bind(now);
             });
             log.push(format_args!(" RETURNING {EVENT_COLUMNS}"));
-            let mut logged =
-                log.build().fetch_all(&mut *tx).await?.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
+            let mut logged = log
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(rows::logged_event)
+                .collect::<Result<Vec<_>, _>>()?;
             // RETURNING does not promise an order; cursors were assigned in insertion order.
             logged.sort_by_key(|event| event.cursor);
             outcome.queued.extend(logged);
@@ -231,7 +282,9 @@ impl Store for SqliteStore {
 
         for attempt in &batch.attempts {
             let status = attempt.outcome.resulting_status();
-            let next_attempt_at: Option<Millis> = attempt.retry_after.map(|delay| now + duration_millis(delay));
+            let next_attempt_at: Option<Millis> = attempt
+                .retry_after
+                .map(|delay| now + duration_millis(delay));
             let finished_at = (status != DeliveryStatus::Pending).then_some(now);
             let fenced_update = sqlx::query(
                 "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?, lease_owner = NULL, \
@@ -259,7 +312,12 @@ impl Store for SqliteStore {
                 .bind(EventKind::Attempt.as_i64())
                 .bind(attempt.delivery_id.as_str())
                 .bind(attempt.subscription_id.as_str())
-                .bind(attempt.event_type.as_ref().map(|event_type| event_type.as_str()))
+                .bind(
+                    attempt
+                        .event_type
+                        .as_ref()
+                        .map(|event_type| event_type.as_str()),
+                )
                 .bind(status.as_i64())
                 .bind(attempt.attempt_time)
                 .bind(i64::from(attempt.attempt_number))
@@ -278,7 +336,11 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    async fn claim_due(&self, lease: &LeaseRequest, limit: u32) -> Result<Vec<ClaimedTask>, StoreError> {
+    async fn claim_due(
+        &self,
+        lease: &LeaseRequest,
+        limit: u32,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
         let now = now_millis();
         let mut tx = self.begin_write().await?;
         let sql = format!(
@@ -314,14 +376,21 @@ impl Store for SqliteStore {
 
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(rows::delivery).transpose()
     }
 
     async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql =
-            format!("SELECT {EVENT_COLUMNS} FROM delivery_log WHERE delivery_id = ? AND kind = 2 ORDER BY cursor");
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_all(&self.reader).await?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE delivery_id = ? AND kind = 2 ORDER BY cursor"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_all(&self.reader)
+            .await?;
         found.iter().map(rows::logged_event).collect()
     }
 
@@ -344,20 +413,39 @@ impl Store for SqliteStore {
         found.iter().map(rows::logged_event).collect()
     }
 
-    async fn events_after(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<LoggedEvent>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "));
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "
+        ));
         query.push_bind(after);
         if let Some(id) = &filter.delivery_id {
-            query.push(" AND delivery_id = ").push_bind(id.as_str().to_owned());
+            query
+                .push(" AND delivery_id = ")
+                .push_bind(id.as_str().to_owned());
         }
         if let Some(id) = &filter.subscription_id {
-            query.push(" AND subscription_id = ").push_bind(id.as_str().to_owned());
+            query
+                .push(" AND subscription_id = ")
+                .push_bind(id.as_str().to_owned());
         }
-        query.push(" ORDER BY cursor LIMIT ").push_bind(i64::from(limit));
+        query
+            .push(" ORDER BY cursor LIMIT ")
+            .push_bind(i64::from(limit));
         let found = query.build().fetch_all(&self.reader).await?;
         // The remaining filters are applied in memory by the same code that filters live events.
-        let events = found.iter().map(rows::logged_event).collect::<Result<Vec<_>, _>>()?;
-        Ok(events.into_iter().filter(|event| filter.matches(event)).collect())
+        let events = found
+            .iter()
+            .map(rows::logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(events
+            .into_iter()
+            .filter(|event| filter.matches(event))
+            .collect())
     }
 
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
@@ -380,7 +468,10 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(PurgeCounts { log_entries, deliveries })
+        Ok(PurgeCounts {
+            log_entries,
+            deliveries,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,127 @@
+//! `whd` running inside the test process.
+
+use std::path::{Path, PathBuf};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use whd_sdk::{Client, ClientConfig};
+use whd_server::{App, Config};
+
+/// Flags every test server gets: ephemeral ports, fast retries without jitter, short timeouts, and a
+/// quick poll, so that tests finish in seconds. Tests add or override flags as they need.
+pub fn test_args(database: &Path) -> Vec<String> {
+    [
+        "whd",
+        "--database-url",
+        database.to_str().expect("temporary paths are UTF-8"),
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--retry-schedule",
+        "100ms,200ms",
+        "--retry-jitter",
+        "0",
+        "--attempt-timeout",
+        "2s",
+        "--lease",
+        "7s",
+        "--poll-interval",
+        "50ms",
+        "--shutdown-grace",
+        "2s",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect()
+}
+
+/// A running server with its own database in a temporary directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// SDK client connected to this server.
+    pub client: Client,
+    /// Base URL of the HTTP gateway, e.g. `http://127.0.0.1:41234`.
+    pub http_url: String,
+    /// URL of the gRPC API.
+    pub grpc_url: String,
+    /// The SQLite file.
+    pub database: PathBuf,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server with [`test_args`].
+    pub async fn start() -> TestServer {
+        TestServer::start_with(&[]).await
+    }
+
+    /// Starts a server with [`test_args`] followed by `extra` flags (later flags win).
+    pub async fn start_with(extra: &[&str]) -> TestServer {
+        whd_server::telemetry::init_for_tests();
+        let dir = tempfile::tempdir().expect("a temporary directory can be created");
+        let database = dir.path().join("whd.db");
+        let mut args = test_args(&database);
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let config = Config::from_args(args).expect("test flags parse");
+        let app = App::bind(config).await.expect("the test server starts");
+        let grpc_url = format!("http://{}", app.grpc_addr());
+        let http_url = format!("http://{}", app.http_addr());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { app.run(token).await.expect("the test server runs") });
+        let client = Client::connect(ClientConfig {
+            server: grpc_url.clone(),
+            ingest_url: http_url.clone(),
+            api_token: None,
+        })
+        .await
+        .expect("the SDK connects to the test server");
+        TestServer {
+            client,
+            http_url,
+            grpc_url,
+            database,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Shuts down gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("the server task ends cleanly");
+    }
+
+    /// Arguments for `whctl` against this server, followed by `args`.
+    pub fn whctl_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = vec![
+            "whctl".into(),
+            "--server".into(),
+            self.grpc_url.clone(),
+            "--ingest-url".into(),
+            self.http_url.clone(),
+        ];
+        all.extend(args.iter().map(|arg| arg.to_string()));
+        all
+    }
+
+    /// Runs `whctl` in-process against this server; returns its exit status and standard output.
+    pub async fn whctl(&self, args: &[&str]) -> (Result<(), String>, String) {
+        use clap::Parser;
+        let cli =
+            whctl::Cli::try_parse_from(self.whctl_args(args)).map_err(|error| error.to_string());
+        let cli = match cli {
+            Ok(cli) => cli,
+            Err(error) => return (Err(error), String::new()),
+        };
+        let mut out = Vec::new();
+        let result = whctl::run_with_output(cli, &mut out)
+            .await
+            .map_err(|error| whctl::error_message(&error));
+        (result, String::from_utf8(out).expect("whctl prints UTF-8"))
+    }
+}
