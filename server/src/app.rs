@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError, SqliteSync};
 use crate::delivery::attempt::AttemptContext;
 use crate::delivery::client;
 use crate::delivery::retry::RetryPolicy;
+use crate::delivery::ssrf::TargetPolicy;
 use crate::delivery::worker::{Dispatcher, DispatcherSettings, Wakeup};
 use crate::events::EventHub;
 use crate::gateway::{self, GatewaySettings};
@@ -140,13 +141,18 @@ impl App {
         );
         let cache = SubscriptionCache::new(store.clone(), config.cache_ttl);
         let wakeup = Arc::new(Wakeup::default());
+        let target_policy = Arc::new(TargetPolicy {
+            allow_all: config.allow_private_targets,
+            allowed: config.allow_target_cidrs.clone(),
+        });
         let context = AttemptContext {
-            client: client::build(config.attempt_timeout),
+            client: client::build(config.attempt_timeout, target_policy.clone()),
             retry: Arc::new(RetryPolicy::new(
                 config.retry_schedule.0.clone(),
                 config.retry_jitter,
             )),
             timeout: config.attempt_timeout,
+            policy: target_policy.clone(),
         };
         let (dispatcher, hot) = Dispatcher::new(
             store.clone(),
@@ -171,6 +177,7 @@ impl App {
                 max_body_size: config.max_body_size,
                 secret_rotation_grace: config.secret_rotation_grace,
                 lease,
+                target_policy,
             },
         );
 
@@ -195,10 +202,15 @@ impl App {
         ));
 
         let grpc_stop = CancellationToken::new();
+        if config.api_token.is_none() && !grpc_addr.ip().is_loopback() {
+            tracing::warn!(grpc = %grpc_addr, "the gRPC API is reachable from other machines without authentication (--insecure)");
+        }
+        let auth = api::auth::RequireToken::new(config.api_token.as_deref());
         let grpc_task = tokio::spawn(api::serve(
             grpc_listener,
             service.clone(),
             health_service,
+            auth,
             grpc_stop.clone(),
         ));
 

@@ -119,6 +119,28 @@ pub struct Config {
     #[arg(long, env = "WHD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Address range deliveries may reach even though it is internal (loopback, private, link-local…),
+    /// e.g. `127.0.0.0/8`. Repeatable; the environment variable takes a comma-separated list.
+    #[arg(
+        long = "allow-target-cidr",
+        env = "WHD_ALLOW_TARGET_CIDR",
+        value_delimiter = ','
+    )]
+    pub allow_target_cidrs: Vec<ipnet::IpNet>,
+
+    /// Let deliveries reach every internal address. For local development only.
+    #[arg(long, env = "WHD_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+
+    /// Bearer token every gRPC call must carry (`authorization: Bearer <token>`). Health and reflection
+    /// stay open. Unset: no authentication, which is only allowed on a loopback gRPC address.
+    #[arg(long, env = "WHD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Allow serving gRPC on a non-loopback address without an API token.
+    #[arg(long, env = "WHD_INSECURE")]
+    pub insecure: bool,
+
     /// Name of this node in leases; defaults to a random name per process.
     #[arg(long, env = "WHD_NODE_ID")]
     pub node_id: Option<String>,
@@ -167,6 +189,25 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "--commit-batch",
                 rule: "must be at least 1".into(),
+            });
+        }
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|token| token.trim().len() < 16)
+        {
+            return Err(ConfigError::Invalid {
+                field: "--api-token",
+                rule: "must be at least 16 characters".into(),
+            });
+        }
+        if self.api_token.is_none() && !self.grpc_addr.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Invalid {
+                field: "--grpc-addr",
+                rule: format!(
+                    "{} is reachable from other machines: set --api-token, or pass --insecure to serve it without authentication",
+                    self.grpc_addr
+                ),
             });
         }
         if self.purge_batch == 0 {
@@ -254,6 +295,42 @@ mod tests {
         assert!(parse_duration("ten seconds").is_err());
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_schedule("none").unwrap().0, []);
+    }
+
+    #[test]
+    fn a_public_grpc_address_needs_a_token_or_insecure() {
+        let error = config(&["--grpc-addr", "0.0.0.0:50051"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("set --api-token, or pass --insecure"),
+            "{error}"
+        );
+        config(&["--grpc-addr", "0.0.0.0:50051", "--insecure"])
+            .validate()
+            .unwrap();
+        config(&[
+            "--grpc-addr",
+            "0.0.0.0:50051",
+            "--api-token",
+            "0123456789abcdef",
+        ])
+        .validate()
+        .unwrap();
+        assert!(config(&["--api-token", "short"]).validate().is_err());
+    }
+
+    #[test]
+    fn allowed_target_ranges_repeat() {
+        let config = config(&[
+            "--allow-target-cidr",
+            "127.0.0.0/8",
+            "--allow-target-cidr",
+            "::1/128",
+        ]);
+        assert_eq!(config.allow_target_cidrs.len(), 2);
     }
 
     #[test]

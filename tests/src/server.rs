@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 use whd_sdk::{Client, ClientConfig};
 use whd_server::{App, Config};
 
-/// Flags every test server gets: ephemeral ports, fast retries without jitter, short timeouts, and a
-/// quick poll, so that tests finish in seconds. Tests add or override flags as they need.
+/// Flags every test server gets: ephemeral ports, fast retries without jitter, short timeouts, a
+/// quick poll, so that tests finish in seconds, and loopback opened to deliveries because the test
+/// receivers live there. Tests add or override flags as they need.
 pub fn test_args(database: &Path) -> Vec<String> {
     [
         "whd",
@@ -30,6 +31,8 @@ pub fn test_args(database: &Path) -> Vec<String> {
         "50ms",
         "--shutdown-grace",
         "2s",
+        "--allow-target-cidr",
+        "127.0.0.0/8",
     ]
     .iter()
     .map(|arg| arg.to_string())

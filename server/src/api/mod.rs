@@ -2,17 +2,18 @@
 //!
 //! - [`subscriptions`]: the `whd.v1.SubscriptionService` handlers.
 //! - [`deliveries`]: `whd.v1.DeliveryService`, including `WatchDeliveries`.
+//! - [`auth`]: the API token check.
 //! - [`convert`]: proto messages ↔ service inputs and domain records.
 
+pub mod auth;
 pub mod convert;
 pub mod deliveries;
 pub mod subscriptions;
 
-use std::net::SocketAddr;
-
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use whd_proto::v1::delivery_service_server::DeliveryServiceServer;
 use whd_proto::v1::subscription_service_server::SubscriptionServiceServer;
 
@@ -26,6 +27,7 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
     listener: TcpListener,
     service: Service,
     health: tonic_health::pb::health_server::HealthServer<H>,
+    auth: auth::RequireToken,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -46,6 +48,9 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
     let deliveries = DeliveryServiceServer::new(deliveries::DeliveriesApi::new(service))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    // The token check wraps the whd services only; health and reflection stay open.
+    let subscriptions = InterceptedService::new(subscriptions, auth.clone());
+    let deliveries = InterceptedService::new(deliveries, auth);
 
     tonic::transport::Server::builder()
         .add_service(health)
@@ -55,9 +60,4 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
         .add_service(deliveries)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
-}
-
-/// Whether an address is on this machine only.
-pub fn is_loopback(address: &SocketAddr) -> bool {
-    address.ip().is_loopback()
 }

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use super::client::DeliveryClient;
 use super::retry::RetryPolicy;
 use super::signer;
+use super::ssrf::{TargetPolicy, is_blocked};
 use crate::domain::AttemptOutcome;
 use crate::store::{AttemptRecord, ClaimedTask, Millis, SubscriptionRecord, now_millis};
 
@@ -70,6 +71,8 @@ pub struct AttemptContext {
     pub retry: Arc<RetryPolicy>,
     /// Limit of one attempt.
     pub timeout: Duration,
+    /// Which addresses may be reached.
+    pub policy: Arc<TargetPolicy>,
 }
 
 /// Makes one attempt of `task` to `subscription` (`None` when it was deleted) and returns the record
@@ -128,6 +131,13 @@ async fn send(
     subscription: &SubscriptionRecord,
     attempt_time: Millis,
 ) -> AttemptResult {
+    // Literal IP targets are not resolved, so the guarded resolver never sees them: check here. The
+    // URL may predate the current policy, so this is checked on every attempt, not only on create.
+    if let Some(address) = subscription.target_url.literal_ip()
+        && let Err(refusal) = context.policy.check(address)
+    {
+        return AttemptResult::final_failure(refusal.to_string());
+    }
     let request = match build_request(task, subscription, attempt_time) {
         Ok(request) => request,
         Err(error) => {
@@ -135,11 +145,14 @@ async fn send(
         }
     };
     let exchange = async {
-        let response = context
-            .client
-            .request(request)
-            .await
-            .map_err(|error| describe_error(&error))?;
+        let response = context.client.request(request).await.map_err(|error| {
+            // A refusal by the address policy would recur on every retry: fail for good.
+            if is_blocked(&error) {
+                AttemptResult::final_failure(describe_error(&error))
+            } else {
+                AttemptResult::retryable_failure(None, describe_error(&error))
+            }
+        })?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(AttemptResult {
@@ -158,8 +171,7 @@ async fn send(
         Ok(AttemptResult::retryable_failure(Some(status), error))
     };
     match tokio::time::timeout(context.timeout, exchange).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(error)) => AttemptResult::retryable_failure(None, error),
+        Ok(Ok(result)) | Ok(Err(result)) => result,
         Err(_) => AttemptResult::retryable_failure(
             None,
             format!(

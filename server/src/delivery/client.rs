@@ -14,8 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::ssrf::{GuardedResolver, TargetPolicy};
+
 /// The pooled delivery client.
-pub type DeliveryClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type DeliveryClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
 
 /// How long an idle pooled connection is kept; a little under the 60 s many servers use, so that we
 /// close first and never send on a connection the peer is closing.
@@ -24,9 +26,10 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 /// Idle connections kept per host; enough for a busy target at full concurrency.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-/// Builds the client; `connect_timeout` bounds the TCP (and TLS) handshake.
-pub fn build(connect_timeout: Duration) -> DeliveryClient {
-    let mut http = HttpConnector::new();
+/// Builds the client; `connect_timeout` bounds the TCP (and TLS) handshake, and every resolved
+/// address must pass `policy`.
+pub fn build(connect_timeout: Duration, policy: std::sync::Arc<TargetPolicy>) -> DeliveryClient {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(policy));
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));

@@ -5,9 +5,11 @@
 //! - [`retry`]: the retry schedule (pure).
 //! - [`signer`]: Standard Webhooks signatures.
 //! - [`client`]: the shared hyper client.
+//! - [`ssrf`]: the address policy and the guarded resolver.
 
 pub mod attempt;
 pub mod client;
 pub mod retry;
 pub mod signer;
+pub mod ssrf;
 pub mod worker;

@@ -82,6 +82,7 @@ async fn ingest(
             subscription_id,
             content_type: header(CONTENT_TYPE.as_str()),
             event_type: event_type.as_deref(),
+            signature: header("x-hub-signature-256"),
             body,
         })
         .await?;

@@ -5,9 +5,9 @@ use bytes::Bytes;
 
 use crate::domain::{DeliveryId, EventType, SubscriptionId};
 use crate::error::{ErrorCode, ServiceError};
-use crate::store::{ClaimedTask, NewDelivery, duration_millis};
+use crate::store::{ClaimedTask, NewDelivery, duration_millis, now_millis};
 
-use super::{Service, commit_error, store_error};
+use super::{Service, commit_error, inbound_signature, store_error};
 
 /// A webhook as received.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct IngestRequest<'a> {
     pub content_type: Option<&'a str>,
     /// The event type (`X-Event-Type` or `?event_type=`).
     pub event_type: Option<&'a str>,
+    /// The `X-Hub-Signature-256` header.
+    pub signature: Option<&'a str>,
     /// The body, already read within the size limit.
     pub body: Bytes,
 }
@@ -35,6 +37,20 @@ impl Service {
     /// Accepts one webhook.
     pub async fn ingest(&self, request: IngestRequest<'_>) -> Result<IngestReceipt, ServiceError> {
         let subscription_id = SubscriptionId::parse(request.subscription_id)?;
+        let subscription = self
+            .inner
+            .cache
+            .get(&subscription_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ServiceError::not_found("subscription", subscription_id.as_str()))?;
+        // Authenticate before looking at the body, so that unauthenticated senders learn nothing more.
+        inbound_signature::verify(
+            &subscription,
+            request.signature,
+            &request.body,
+            now_millis(),
+        )?;
         if !is_json_media_type(request.content_type) {
             return Err(ServiceError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -46,14 +62,6 @@ impl Service {
             .map(|value| EventType::parse("event_type", value))
             .transpose()?;
         validate_json(&request.body)?;
-
-        let subscription = self
-            .inner
-            .cache
-            .get(&subscription_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| ServiceError::not_found("subscription", subscription_id.as_str()))?;
         if !subscription.event_types.is_empty()
             && !event_type
                 .as_ref()
@@ -120,24 +128,52 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Deepest nesting of arrays and objects accepted in a webhook body.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// Checks that the body is UTF-8 holding one well-formed JSON value, without building it in memory.
-/// UTF-8 is checked separately because skipping a string does not validate it. serde_json refuses
-/// nesting deeper than 128 levels, which stops nesting bombs.
+/// UTF-8 and nesting depth are checked separately because skipping a value checks neither: a string
+/// is skipped without decoding it, and skipping is iterative, so it accepts any depth.
 fn validate_json(body: &[u8]) -> Result<(), ServiceError> {
-    let text = std::str::from_utf8(body).map_err(|error| {
-        ServiceError::new(
-            ErrorCode::InvalidArgument,
-            format!("body is not valid UTF-8: {error}"),
-        )
-    })?;
+    let invalid = |reason: String| ServiceError::new(ErrorCode::InvalidArgument, reason);
+    let text = std::str::from_utf8(body)
+        .map_err(|error| invalid(format!("body is not valid UTF-8: {error}")))?;
+    if nesting_depth_exceeds(body, MAX_JSON_DEPTH) {
+        return Err(invalid(format!(
+            "body nests arrays or objects deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|error| {
-            ServiceError::new(
-                ErrorCode::InvalidArgument,
-                format!("body is not valid JSON: {error}"),
-            )
-        })
+        .map_err(|error| invalid(format!("body is not valid JSON: {error}")))
+}
+
+/// Whether brackets outside strings nest deeper than `limit`. One pass, no allocation.
+fn nesting_depth_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -164,5 +200,15 @@ mod tests {
         assert!(validate_json(b"{} {}").is_err());
         let bomb = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(validate_json(bomb.as_bytes()).is_err());
+        let deep_but_allowed = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH),
+            "]".repeat(MAX_JSON_DEPTH)
+        );
+        assert!(validate_json(deep_but_allowed.as_bytes()).is_ok());
+        assert!(
+            validate_json(br#"{"s": "[[[[\"[[[["}"#).is_ok(),
+            "brackets inside strings do not count"
+        );
     }
 }

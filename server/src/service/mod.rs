@@ -3,6 +3,7 @@
 //! protocol layers only translate. Store errors become [`ServiceError`]s here, logged once.
 
 mod deliveries;
+mod inbound_signature;
 mod ingest;
 mod subscriptions;
 
@@ -17,6 +18,7 @@ pub use subscriptions::{
 
 use crate::cache::SubscriptionCache;
 use crate::commit::{CommitError, Committer};
+use crate::delivery::ssrf::TargetPolicy;
 use crate::delivery::worker::{HotQueue, Wakeup};
 use crate::error::ServiceError;
 use crate::events::EventHub;
@@ -31,6 +33,8 @@ pub struct ServiceSettings {
     pub secret_rotation_grace: Duration,
     /// The lease this node takes on tasks it attempts from memory.
     pub lease: LeaseRequest,
+    /// Which addresses deliveries may reach; literal-IP targets are checked against it on write.
+    pub target_policy: Arc<TargetPolicy>,
 }
 
 /// The operations, cheap to clone.

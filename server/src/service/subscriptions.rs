@@ -62,7 +62,7 @@ impl Service {
         &self,
         input: NewSubscription,
     ) -> Result<CreatedSubscription, ServiceError> {
-        let target_url = TargetUrl::parse("subscription.target_url", &input.target_url)?;
+        let target_url = self.parse_target_url(&input.target_url)?;
         let event_types = EventType::parse_list("subscription.event_types", &input.event_types)?;
         validate_description("subscription.description", &input.description)?;
         let (secret, generated_secret) = match (input.secret.is_empty(), input.generate_secret) {
@@ -168,7 +168,7 @@ impl Service {
         let mut subscription = self.get_subscription(id).await?;
         let now = now_millis();
         if let Some(target_url) = &patch.target_url {
-            subscription.target_url = TargetUrl::parse("subscription.target_url", target_url)?;
+            subscription.target_url = self.parse_target_url(target_url)?;
         }
         if let Some(event_types) = &patch.event_types {
             subscription.event_types =
@@ -235,6 +235,24 @@ impl Service {
         id: &str,
     ) -> Result<Option<SigningSecret>, ServiceError> {
         Ok(self.get_subscription(id).await?.secret)
+    }
+}
+
+impl Service {
+    /// Parses a target URL and refuses literal internal addresses the policy does not allow. Names are
+    /// checked when they are resolved, at delivery time.
+    fn parse_target_url(&self, value: &str) -> Result<TargetUrl, ServiceError> {
+        let target_url = TargetUrl::parse("subscription.target_url", value)?;
+        if let Some(address) = target_url.literal_ip() {
+            self.inner
+                .settings
+                .target_policy
+                .check(address)
+                .map_err(|refusal| {
+                    ServiceError::invalid_field("subscription.target_url", refusal.to_string())
+                })?;
+        }
+        Ok(target_url)
     }
 }
 
