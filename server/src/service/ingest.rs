@@ -129,7 +129,7 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
 }
 
 /// Deepest nesting of arrays and objects accepted in a webhook body.
-pub const MAX_JSON_DEPTH: usize = 64;
+pub(crate) const MAX_JSON_DEPTH: usize = 64;
 
 /// Checks that the body is UTF-8 holding one well-formed JSON value, without building it in memory.
 /// UTF-8 and nesting depth are checked separately because skipping a value checks neither: a string
