@@ -5,10 +5,10 @@ use std::time::Duration;
 use pbjson_types::Timestamp;
 use whd_proto::v1;
 
-use crate::domain::EventKind;
+use crate::domain::{AttemptOutcome, DeliveryId, EventKind, EventType, SubscriptionId};
 use crate::error::ServiceError;
-use crate::service::{DeliveryDetails, NewSubscription, SubscriptionPatch};
-use crate::store::{LoggedEvent, Millis, SubscriptionRecord};
+use crate::service::{DeliveryDetails, NewSubscription, SubscriptionPatch, WatchItem};
+use crate::store::{EventFilter, LoggedEvent, Millis, SubscriptionRecord};
 
 /// A timestamp from milliseconds since the epoch.
 pub fn timestamp(millis: Millis) -> Timestamp {
@@ -149,6 +149,57 @@ pub fn delivery_event(event: &LoggedEvent) -> v1::DeliveryEvent {
         next_attempt_time: event.next_attempt_at.map(timestamp),
         event_time: Some(timestamp(event.logged_at)),
         lagged_count: 0,
+    }
+}
+
+/// The filter and starting cursor of a watch.
+pub fn watch_request(
+    request: &v1::WatchDeliveriesRequest,
+) -> Result<(EventFilter, Option<i64>), ServiceError> {
+    let subscription_id = (!request.subscription_id.is_empty())
+        .then(|| SubscriptionId::parse(&request.subscription_id))
+        .transpose()?;
+    let delivery_id = (!request.delivery_id.is_empty())
+        .then(|| DeliveryId::parse(&request.delivery_id))
+        .transpose()?;
+    let event_types = EventType::parse_list("event_types", &request.event_types)?;
+    let outcomes = request
+        .outcomes
+        .iter()
+        .map(|&outcome| {
+            AttemptOutcome::from_proto(outcome).ok_or_else(|| {
+                ServiceError::invalid_field("outcomes", format!("{outcome} is not a known outcome"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let after_cursor = request
+        .after_cursor
+        .map(|cursor| {
+            i64::try_from(cursor).map_err(|_| {
+                ServiceError::invalid_field("after_cursor", "is larger than any cursor")
+            })
+        })
+        .transpose()?;
+    Ok((
+        EventFilter {
+            subscription_id,
+            delivery_id,
+            event_types,
+            outcomes,
+        },
+        after_cursor,
+    ))
+}
+
+/// A watch stream item as a message.
+pub fn watch_item(item: &WatchItem) -> v1::DeliveryEvent {
+    match item {
+        WatchItem::Event(event) => delivery_event(event),
+        WatchItem::Lagged(missed) => v1::DeliveryEvent {
+            kind: v1::DeliveryEventKind::Lagged as i32,
+            lagged_count: *missed,
+            ..Default::default()
+        },
     }
 }
 

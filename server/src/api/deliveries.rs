@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use whd_proto::v1;
 use whd_proto::v1::delivery_service_server::DeliveryService;
@@ -60,10 +60,16 @@ impl DeliveryService for DeliveriesApi {
 
     async fn watch_deliveries(
         &self,
-        _request: Request<v1::WatchDeliveriesRequest>,
+        request: Request<v1::WatchDeliveriesRequest>,
     ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
-        Err(Status::unimplemented(
-            "WatchDeliveries is not available in this version",
-        ))
+        let (filter, after_cursor) = convert::watch_request(request.get_ref())?;
+        let items = self.service.watch(filter, after_cursor).await?;
+        // tonic polls this stream only as fast as the client reads; when the client goes away the
+        // stream is dropped, which unsubscribes it from the hub.
+        let events = items.map(|item| {
+            item.map(|item| convert::watch_item(&item))
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 }

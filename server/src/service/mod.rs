@@ -6,6 +6,7 @@ mod deliveries;
 mod inbound_signature;
 mod ingest;
 mod subscriptions;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub use ingest::{IngestReceipt, IngestRequest};
 pub use subscriptions::{
     CreatedSubscription, NewSubscription, SubscriptionPage, SubscriptionPatch,
 };
+pub use watch::WatchItem;
 
 use crate::cache::SubscriptionCache;
 use crate::commit::{CommitError, Committer};

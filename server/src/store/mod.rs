@@ -379,13 +379,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError>;
-    /// Log entries after `after` in cursor order, filtered, at most `limit` of them.
+    /// Log entries after `after` in cursor order that pass `filter`, at most `limit` of them; fewer
+    /// than `limit` means there are no more.
     async fn events_after(
         &self,
         after: i64,
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError>;
+    /// The cursor of the newest log entry, 0 when the log is empty.
+    async fn latest_cursor(&self) -> Result<i64, StoreError>;
     /// Deletes up to `limit` log entries logged before `before`, and up to `limit` finished deliveries
     /// that finished before it.
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError>;

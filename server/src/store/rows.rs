@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::{
-    ClaimedTask, DeliveryRecord, LoggedAttempt, LoggedEvent, StoreError, SubscriptionRecord,
-    decode_event_types, decode_target_url,
+    ClaimedTask, DeliveryRecord, EventFilter, LoggedAttempt, LoggedEvent, StoreError,
+    SubscriptionRecord, decode_event_types, decode_target_url,
 };
 use crate::domain::{
     AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret, SubscriptionId,
@@ -92,6 +92,45 @@ pub(crate) fn logged_event(row: &impl RowExt) -> Result<LoggedEvent, StoreError>
         attempt,
         next_attempt_at: row.opt_int("next_attempt_at")?,
     })
+}
+
+/// Appends `filter` to a query that ends in a WHERE condition, as ` AND …` clauses. Used by every
+/// backend, so replayed events are filtered exactly like live ones ([`EventFilter::matches`]).
+pub(crate) fn push_event_filter<DB>(query: &mut sqlx::QueryBuilder<DB>, filter: &EventFilter)
+where
+    DB: sqlx::Database,
+    for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(id) = &filter.delivery_id {
+        query
+            .push(" AND delivery_id = ")
+            .push_bind(id.as_str().to_owned());
+    }
+    if let Some(id) = &filter.subscription_id {
+        query
+            .push(" AND subscription_id = ")
+            .push_bind(id.as_str().to_owned());
+    }
+    if !filter.event_types.is_empty() {
+        query.push(" AND event_type IN (");
+        let mut list = query.separated(", ");
+        for event_type in &filter.event_types {
+            list.push_bind(event_type.as_str().to_owned());
+        }
+        query.push(")");
+    }
+    if !filter.outcomes.is_empty() {
+        query
+            .push(" AND kind = ")
+            .push_bind(EventKind::Attempt.as_i64())
+            .push(" AND outcome IN (");
+        let mut list = query.separated(", ");
+        for outcome in &filter.outcomes {
+            list.push_bind(outcome.as_i64());
+        }
+        query.push(")");
+    }
 }
 
 /// Columns of `deliveries` that [`delivery`] reads.

@@ -423,29 +423,19 @@ impl Store for SqliteStore {
             "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "
         ));
         query.push_bind(after);
-        if let Some(id) = &filter.delivery_id {
-            query
-                .push(" AND delivery_id = ")
-                .push_bind(id.as_str().to_owned());
-        }
-        if let Some(id) = &filter.subscription_id {
-            query
-                .push(" AND subscription_id = ")
-                .push_bind(id.as_str().to_owned());
-        }
+        rows::push_event_filter(&mut query, filter);
         query
             .push(" ORDER BY cursor LIMIT ")
             .push_bind(i64::from(limit));
         let found = query.build().fetch_all(&self.reader).await?;
-        // The remaining filters are applied in memory by the same code that filters live events.
-        let events = found
-            .iter()
-            .map(rows::logged_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(events
-            .into_iter()
-            .filter(|event| filter.matches(event))
-            .collect())
+        found.iter().map(rows::logged_event).collect()
+    }
+
+    async fn latest_cursor(&self) -> Result<i64, StoreError> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(cursor) FROM delivery_log")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(latest.unwrap_or(0))
     }
 
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
