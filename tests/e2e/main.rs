@@ -1,3 +1,4 @@
 //! End-to-end suite: a real whd, a real SQLite file, real HTTP receivers on loopback.
 
 mod delivery;
+mod subscriptions;
