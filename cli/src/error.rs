@@ -22,6 +22,22 @@ pub(crate) enum CliError {
     /// Standard output could not be written (e.g. a closed pipe).
     #[error("cannot write output")]
     Output(#[source] io::Error),
+    /// `whctl watch` lost its stream and could not restore it in time.
+    #[error("watch stream lost and not restored within {within}: {last_cause}")]
+    StreamLost {
+        /// The `--reconnect-for` limit, formatted.
+        within: String,
+        /// Why the last attempt failed.
+        last_cause: String,
+    },
+    /// `whctl listen` could not bind its address.
+    #[error("cannot listen on {address}")]
+    Listen {
+        /// The address asked for.
+        address: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     /// A response could not be encoded as JSON.
     #[error("cannot encode output as JSON")]
     Json(#[from] serde_json::Error),

@@ -8,13 +8,16 @@
 //! - `subscriptions`: `whctl subscriptions create|get|list|update|delete|secret`
 //! - `ingest`: `whctl ingest`, posting one webhook over HTTP
 //! - `deliveries`: `whctl deliveries get` and `whctl attempts`
+//! - `watch`: `whctl watch`, following delivery events live and resuming after a broken stream
+//! - `listen`: `whctl listen`, a local webhook receiver that prints what it gets
+//! - `verify`: Standard Webhooks signature checks for `listen`
 //! - `output`: tables, key/value blocks, JSON and value formatting shared by every command
 //! - `error`: the error type commands return
 //!
 //! A new command adds a variant to [`Command`], a module with its arguments and a `run` function, and
 //! one line in [`run_with_output`].
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -23,8 +26,11 @@ use whd_sdk::{Client, ClientConfig, DEFAULT_INGEST_URL, DEFAULT_SERVER};
 pub mod deliveries;
 mod error;
 pub mod ingest;
+pub mod listen;
 mod output;
 pub mod subscriptions;
+mod verify;
+pub mod watch;
 
 pub use output::OutputFormat;
 
@@ -79,6 +85,10 @@ pub enum Command {
     Deliveries(deliveries::DeliveriesCommand),
     /// List a subscription's delivery attempts, newest first.
     Attempts(deliveries::AttemptsArgs),
+    /// Print delivery events live, one line each; reconnects and resumes if the stream breaks.
+    Watch(watch::WatchArgs),
+    /// Run a local webhook receiver that prints every request and checks signatures.
+    Listen(listen::ListenArgs),
 }
 
 /// What every command needs: how to reach the server and how to print.
@@ -87,10 +97,12 @@ pub(crate) struct Context {
     config: ClientConfig,
     /// Format for everything printed on standard output.
     pub(crate) output: OutputFormat,
+    /// Whether output may contain ANSI colours (standard output is a terminal and `NO_COLOR` is unset).
+    pub(crate) color: bool,
 }
 
 impl Context {
-    fn new(global: GlobalArgs) -> Self {
+    fn new(global: GlobalArgs, color: bool) -> Self {
         // `WHD_API_TOKEN=` (exported but empty) means no token, as in the SDK.
         let api_token = global.api_token.filter(|token| !token.trim().is_empty());
         let config = ClientConfig {
@@ -101,6 +113,7 @@ impl Context {
         Self {
             config,
             output: global.output,
+            color,
         }
     }
 
@@ -118,17 +131,26 @@ impl Context {
 /// Runs a parsed command line, printing results on standard output.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
-    run_with_output(cli, &mut stdout).await
+    // https://no-color.org: any non-empty NO_COLOR turns colours off.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let color = stdout.is_terminal() && !no_color;
+    execute(cli, &mut stdout, color).await
 }
 
-/// Runs a parsed command line, writing results to `out` (tests pass a buffer).
+/// Runs a parsed command line, writing results to `out` (tests pass a buffer) without colours.
 pub async fn run_with_output(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let context = Context::new(cli.global);
+    execute(cli, out, false).await
+}
+
+async fn execute(cli: Cli, out: &mut (dyn Write + Send), color: bool) -> anyhow::Result<()> {
+    let context = Context::new(cli.global, color);
     match cli.command {
         Command::Subscriptions(command) => subscriptions::run(&context, command, out).await?,
         Command::Ingest(args) => ingest::run(&context, args, out).await?,
         Command::Deliveries(command) => deliveries::run(&context, command, out).await?,
         Command::Attempts(args) => deliveries::run_attempts(&context, args, out).await?,
+        Command::Watch(args) => watch::run(&context, args, out).await?,
+        Command::Listen(args) => listen::run(&context, args, out).await?,
     }
     Ok(())
 }
