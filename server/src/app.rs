@@ -196,6 +196,7 @@ impl App {
             service.clone(),
             GatewaySettings {
                 header_read_timeout: config.header_read_timeout,
+                api_token: config.api_token.clone(),
             },
             ingest_stop.clone(),
             connections.clone(),

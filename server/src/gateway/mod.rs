@@ -1,11 +1,15 @@
-//! The HTTP gateway: `POST /ingest/{subscription_id}` and `GET /healthz`, on hyper.
+//! The HTTP gateway, on hyper: `POST /ingest/{subscription_id}`, `GET /healthz`, the JSON API under
+//! `/v1/` (with the Server-Sent Events stream `/v1/events`) and the web dashboard at `/`.
 //!
 //! Connections are served by hyper-util's auto builder (HTTP/1.1 with keep-alive, or HTTP/2 prior
 //! knowledge). The header-read timeout runs on hyper's timer, which is installed here: without a timer
 //! hyper would silently not enforce it. It also bounds how long an idle keep-alive connection may wait
 //! for its next request, so neither slow nor idle clients hold connections.
 
+mod dashboard;
+mod json_api;
 mod routes;
+mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::auth::RequireToken;
 use crate::service::Service;
 
 /// Most connections served at once; further clients wait in the listen backlog.
@@ -31,10 +36,13 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub struct GatewaySettings {
     /// Time allowed for a request's headers, and for an idle connection's next request.
     pub header_read_timeout: Duration,
+    /// Token the JSON API requires as `authorization: Bearer <token>`; `None` leaves it open.
+    pub api_token: Option<String>,
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled; then stops accepting, lets open
-/// requests finish, and closes keep-alive connections. Connection tasks run on `connections`.
+/// requests finish, and closes keep-alive connections. Event streams end when `shutdown` fires, so
+/// they do not hold the drain up. Connection tasks run on `connections`.
 pub async fn serve(
     listener: TcpListener,
     service: Service,
@@ -56,6 +64,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
+    let gateway = routes::Gateway {
+        service,
+        auth: RequireToken::new(settings.api_token.as_deref()),
+        shutdown: shutdown.clone(),
+    };
 
     loop {
         let permit = tokio::select! {
@@ -75,12 +88,12 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let gateway = gateway.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let handler = service_fn(move |request| routes::handle(service.clone(), request));
+            let handler = service_fn(move |request| routes::handle(gateway.clone(), request));
             let connection = builder.serve_connection(TokioIo::new(stream), handler);
             tokio::pin!(connection);
             let result = tokio::select! {

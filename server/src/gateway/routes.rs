@@ -1,27 +1,54 @@
 //! Routing and handlers of the gateway. Every error is a JSON body `{"error": "..."}` with the status
-//! code from [`crate::error::ErrorCode`].
+//! code from [`crate::error::ErrorCode`]. The JSON API (`/v1/`) and the dashboard have modules of
+//! their own; this one only dispatches to them.
+
+use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 
+use super::{dashboard, json_api};
+use crate::api::auth::RequireToken;
 use crate::error::{ErrorCode, ServiceError};
 use crate::service::{IngestReceipt, IngestRequest, Service};
 
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "5";
 
+/// A response body: whole (JSON, assets) or streamed (Server-Sent Events).
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// What every handler may need, cheap to clone per connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Gateway {
+    pub(crate) service: Service,
+    /// The JSON API's token check.
+    pub(crate) auth: RequireToken,
+    /// The gateway's shutdown signal; long-lived responses end when it fires.
+    pub(crate) shutdown: CancellationToken,
+}
+
 /// Handles one request. Never fails: every error becomes a response.
 pub(crate) async fn handle(
-    service: Service,
+    gateway: Gateway,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    if path == "/v1" || path.starts_with("/v1/") {
+        return Ok(json_api::handle(&gateway, request).await);
+    }
+    if let Some(response) = dashboard::serve(request.method(), &path) {
+        return Ok(response);
+    }
+    let service = &gateway.service;
     let response = match (request.method(), path.as_str()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => healthz(&service).await,
-        (&Method::POST, path) if path.starts_with("/ingest/") => ingest(&service, request).await,
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(service).await,
+        (&Method::POST, path) if path.starts_with("/ingest/") => ingest(service, request).await,
         (_, "/healthz") => Err(method_not_allowed("GET")),
         (_, path) if path.starts_with("/ingest/") => Err(method_not_allowed("POST")),
         _ => Err(ServiceError::new(
@@ -29,7 +56,9 @@ pub(crate) async fn handle(
             format!("no route for {path}"),
         )),
     };
-    Ok(response.unwrap_or_else(error_response))
+    Ok(response
+        .unwrap_or_else(error_response)
+        .map(BodyExt::boxed_unsync))
 }
 
 async fn healthz(service: &Service) -> Result<Response<Full<Bytes>>, ServiceError> {
@@ -86,15 +115,19 @@ async fn ingest(
             body,
         })
         .await?;
-    let answer = match receipt {
+    Ok(json_response(StatusCode::ACCEPTED, &receipt_json(&receipt)))
+}
+
+/// What a client is told about an accepted webhook.
+pub(crate) fn receipt_json(receipt: &IngestReceipt) -> serde_json::Value {
+    match receipt {
         IngestReceipt::Queued(id) => serde_json::json!({"delivery_id": id.as_str()}),
         IngestReceipt::Filtered => serde_json::json!({"delivery_id": null, "status": "filtered"}),
-    };
-    Ok(json_response(StatusCode::ACCEPTED, &answer))
+    }
 }
 
 /// Reads the body, refusing it as soon as it grows past `limit` (a chunked body declares no length).
-async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, ServiceError> {
+pub(crate) async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, ServiceError> {
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -113,14 +146,14 @@ fn body_too_large(limit: u64) -> ServiceError {
     )
 }
 
-fn method_not_allowed(allowed: &'static str) -> ServiceError {
+pub(crate) fn method_not_allowed(allowed: &'static str) -> ServiceError {
     ServiceError::new(
         ErrorCode::MethodNotAllowed,
         format!("method not allowed; use {allowed}"),
     )
 }
 
-fn error_response(error: ServiceError) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(error: ServiceError) -> Response<Full<Bytes>> {
     let mut response = json_response(
         error.code.http_status(),
         &serde_json::json!({"error": error.message}),

@@ -6,6 +6,7 @@ mod deliveries;
 mod inbound_signature;
 mod ingest;
 mod subscriptions;
+mod test_webhook;
 mod watch;
 
 use std::sync::Arc;
