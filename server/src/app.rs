@@ -23,8 +23,9 @@ use crate::delivery::client;
 use crate::delivery::retry::RetryPolicy;
 use crate::delivery::ssrf::TargetPolicy;
 use crate::delivery::worker::{Dispatcher, DispatcherSettings, Wakeup};
-use crate::events::EventHub;
+use crate::events::{EventHub, Source};
 use crate::gateway::{self, GatewaySettings};
+use crate::notifications::Follower;
 use crate::retention::{self, RetentionSettings};
 use crate::service::{Service, ServiceSettings};
 use crate::store::{self, LeaseRequest, OpenOptions, Store, StoreError};
@@ -68,7 +69,7 @@ impl App {
         config.validate()?;
         let options = OpenOptions {
             sqlite_full_sync: config.sqlite_sync == SqliteSync::Full,
-            ..OpenOptions::default()
+            max_connections: config.database_max_connections,
         };
         let store = store::open(&config.database_url, &options).await?;
         let grpc_listener = bind(config.grpc_addr).await?;
@@ -131,7 +132,12 @@ impl App {
 
         let background = TaskTracker::new();
         let commit_stop = CancellationToken::new();
-        let hub = EventHub::new(WATCH_WINDOW);
+        let source = if store.single_process() {
+            Source::Committer
+        } else {
+            Source::SharedLog
+        };
+        let hub = EventHub::new(WATCH_WINDOW, source);
         let committer = Committer::spawn(
             store.clone(),
             hub.clone(),
@@ -166,6 +172,17 @@ impl App {
             },
             wakeup.clone(),
         );
+        // Other nodes' announcements (PostgreSQL only): due work, changed subscriptions, new log entries.
+        let follower_stop = CancellationToken::new();
+        if let Some(notifications) = store.notifications().await? {
+            let follower = Follower {
+                store: store.clone(),
+                cache: cache.clone(),
+                wakeup: wakeup.clone(),
+                hub: hub.clone(),
+            };
+            background.spawn(follower.run(notifications, follower_stop.clone()));
+        }
         let service = Service::new(
             store.clone(),
             cache,
@@ -267,6 +284,7 @@ impl App {
         // 4. Commit what is queued, stop the purge, end gRPC calls and streams.
         commit_stop.cancel();
         retention_stop.cancel();
+        follower_stop.cancel();
         background.close();
         background.wait().await;
         grpc_stop.cancel();

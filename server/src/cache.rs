@@ -56,6 +56,11 @@ impl SubscriptionCache {
             .await;
     }
 
+    /// Forgets every subscription, e.g. after notifications from other nodes may have been missed.
+    pub fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
+
     /// Forgets a subscription, e.g. after it was deleted.
     pub async fn invalidate(&self, id: &SubscriptionId) {
         self.entries.invalidate(id).await;

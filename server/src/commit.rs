@@ -145,7 +145,7 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
                 .chain(outcome.attempts.iter().flatten().cloned())
                 .collect();
             committed.sort_by_key(|event| event.cursor);
-            hub.publish(committed);
+            hub.publish_committed(committed);
             for (reply, event) in enqueue_replies.into_iter().zip(outcome.queued) {
                 let _ = reply.send(Ok(event));
             }

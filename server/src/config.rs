@@ -141,6 +141,11 @@ pub struct Config {
     #[arg(long, env = "WHD_INSECURE")]
     pub insecure: bool,
 
+    /// Most database connections this node opens (PostgreSQL; SQLite uses one writer and this many
+    /// readers).
+    #[arg(long, env = "WHD_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
     /// Name of this node in leases; defaults to a random name per process.
     #[arg(long, env = "WHD_NODE_ID")]
     pub node_id: Option<String>,

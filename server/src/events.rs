@@ -12,20 +12,39 @@ use tokio::sync::broadcast;
 
 use crate::store::LoggedEvent;
 
+/// Where the hub's events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This process is the only writer: whoever commits an entry publishes it.
+    Committer,
+    /// Several nodes write one database: only the log follower publishes, reading the shared log, so
+    /// that every node's entries arrive in one cursor order ([`crate::notifications`]).
+    SharedLog,
+}
+
 /// Publishes delivery events to any number of watchers.
 #[derive(Debug, Clone)]
 pub struct EventHub {
     sender: broadcast::Sender<Arc<LoggedEvent>>,
+    source: Source,
 }
 
 impl EventHub {
     /// A hub whose watchers may each fall up to `window` events behind.
-    pub fn new(window: usize) -> Self {
+    pub fn new(window: usize, source: Source) -> Self {
         let (sender, _) = broadcast::channel(window.max(1));
-        EventHub { sender }
+        EventHub { sender, source }
     }
 
-    /// Publishes events; they must be in cursor order. Costs nothing when nobody watches.
+    /// Publishes entries this node just committed, unless the shared log is the source.
+    pub fn publish_committed(&self, events: impl IntoIterator<Item = LoggedEvent>) {
+        if self.source == Source::Committer {
+            self.publish(events);
+        }
+    }
+
+    /// Publishes events; they must be in cursor order, after everything published before. Costs
+    /// nothing when nobody watches.
     pub fn publish(&self, events: impl IntoIterator<Item = LoggedEvent>) {
         if self.sender.receiver_count() == 0 {
             return;

@@ -16,8 +16,9 @@
 //! - [`delivery`]: the dispatcher, attempts, retry policy, signatures and the pooled client.
 //! - [`commit`]: group commit of ingests and attempt results.
 //! - [`events`]: the broadcast hub behind watch streams.
-//! - [`store`]: the `Store` trait and its SQLite backend.
+//! - [`store`]: the `Store` trait and its SQLite and PostgreSQL backends.
 //! - [`cache`]: the subscription cache.
+//! - [`notifications`]: keeps a node in step with other nodes sharing a PostgreSQL database.
 //! - [`retention`]: the purge loop.
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod notifications;
 pub mod retention;
 pub mod service;
 pub mod store;

@@ -4,8 +4,10 @@
 //! - [`TestServer`]: `whd` in-process, with an SDK client and its HTTP base URL.
 //! - [`ServerProcess`]: `whd` as a child process, for crash (`kill -9`) and restart tests.
 //! - [`Receiver`]: a hyper server that records every request and answers as told.
+//! - [`TestDatabase`]: a fresh SQLite file or PostgreSQL schema per test.
 //! - [`eventually`]: polls a check until it holds or a deadline passes.
 
+mod database;
 mod process;
 mod receiver;
 mod server;
@@ -13,6 +15,7 @@ mod server;
 use std::future::Future;
 use std::time::Duration;
 
+pub use database::{Backend, TestDatabase, postgres_url};
 pub use process::ServerProcess;
 pub use receiver::{Received, Receiver, Reply};
 pub use server::{TestServer, test_args};

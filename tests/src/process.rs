@@ -1,6 +1,5 @@
 //! `whd` as a child process, for tests that kill it.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,7 +19,11 @@ impl ServerProcess {
     /// Starts the server `binary` (in tests: `env!("CARGO_BIN_EXE_whd-test-server")`) with
     /// [`crate::test_args`] for `database`, on free ports, plus `extra` flags, and waits until it accepts
     /// connections.
-    pub async fn start(binary: &str, database: &Path, extra: &[&str]) -> ServerProcess {
+    pub async fn start(
+        binary: &str,
+        database: impl AsRef<std::ffi::OsStr>,
+        extra: &[&str],
+    ) -> ServerProcess {
         let grpc_port = free_port();
         let http_port = free_port();
         let mut args = crate::test_args(database);

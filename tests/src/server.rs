@@ -1,6 +1,6 @@
 //! `whd` running inside the test process.
 
-use std::path::{Path, PathBuf};
+use crate::TestDatabase;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -10,11 +10,14 @@ use whd_server::{App, Config};
 /// Flags every test server gets: ephemeral ports, fast retries without jitter, short timeouts, a
 /// quick poll, so that tests finish in seconds, and loopback opened to deliveries because the test
 /// receivers live there. Tests add or override flags as they need.
-pub fn test_args(database: &Path) -> Vec<String> {
+pub fn test_args(database: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
     [
         "whd",
         "--database-url",
-        database.to_str().expect("temporary paths are UTF-8"),
+        database
+            .as_ref()
+            .to_str()
+            .expect("database URLs and temporary paths are UTF-8"),
         "--grpc-addr",
         "127.0.0.1:0",
         "--http-addr",
@@ -39,7 +42,7 @@ pub fn test_args(database: &Path) -> Vec<String> {
     .collect()
 }
 
-/// A running server with its own database in a temporary directory.
+/// A running server with a database of its own (see [`TestDatabase`]).
 #[derive(Debug)]
 pub struct TestServer {
     /// SDK client connected to this server.
@@ -48,11 +51,10 @@ pub struct TestServer {
     pub http_url: String,
     /// URL of the gRPC API.
     pub grpc_url: String,
-    /// The SQLite file.
-    pub database: PathBuf,
+    /// The database.
+    pub database: TestDatabase,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -64,9 +66,8 @@ impl TestServer {
     /// Starts a server with [`test_args`] followed by `extra` flags (later flags win).
     pub async fn start_with(extra: &[&str]) -> TestServer {
         whd_server::telemetry::init_for_tests();
-        let dir = tempfile::tempdir().expect("a temporary directory can be created");
-        let database = dir.path().join("whd.db");
-        let mut args = test_args(&database);
+        let database = TestDatabase::create().await;
+        let mut args = test_args(database.url());
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let config = Config::from_args(args).expect("test flags parse");
         let app = App::bind(config).await.expect("the test server starts");
@@ -89,7 +90,6 @@ impl TestServer {
             database,
             shutdown,
             task,
-            _dir: dir,
         }
     }
 

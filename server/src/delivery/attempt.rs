@@ -92,7 +92,7 @@ pub async fn run(
         }
         None => (
             String::new(),
-            AttemptResult::final_failure(crate::store::sqlite::SUBSCRIPTION_DELETED),
+            AttemptResult::final_failure(crate::store::SUBSCRIPTION_DELETED),
         ),
     };
     let duration = started.elapsed();

@@ -225,7 +225,7 @@ impl Service {
             return Err(ServiceError::not_found("subscription", id.as_str()));
         };
         tracing::info!(subscription_id = %id, cancelled_deliveries = cancelled.len(), "subscription deleted");
-        self.inner.hub.publish(cancelled);
+        self.inner.hub.publish_committed(cancelled);
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! - Every change a watcher can see is a row in `delivery_log`, whose `cursor` increases in commit order.
 //! - Timestamps are milliseconds since the Unix epoch, taken from the database's clock for leases.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
 use crate::domain::{
     AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, EventType, SigningSecret,
@@ -40,9 +42,6 @@ pub enum StoreError {
     /// The schema could not be migrated.
     #[error("database migration failed")]
     Migrate(#[source] Arc<sqlx::migrate::MigrateError>),
-    /// The database URL names a backend this build cannot use.
-    #[error("unsupported database URL: {0}")]
-    UnsupportedUrl(String),
     /// A stored value could not be read back.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -315,6 +314,22 @@ impl EventFilter {
     }
 }
 
+/// Something another node announced through the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// Unleased work was queued, or a retry was scheduled.
+    DueWork,
+    /// Entries were appended to the delivery log.
+    LogAppended,
+    /// A subscription was created, updated or deleted.
+    SubscriptionChanged(SubscriptionId),
+    /// The notification connection was lost and re-established; anything may have changed meanwhile.
+    Reconnected,
+}
+
+/// The error logged for pending deliveries of a deleted subscription.
+pub(crate) const SUBSCRIPTION_DELETED: &str = "subscription was deleted; no further attempts";
+
 /// Rows removed by one purge pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeCounts {
@@ -394,6 +409,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Announcements from other nodes sharing the database; `None` when no other node can exist.
+    async fn notifications(&self) -> Result<Option<BoxStream<'static, Notification>>, StoreError>;
     /// Closes every connection.
     async fn close(&self);
 }
@@ -401,8 +418,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// Opens the store a database URL names, creating and migrating it as needed.
 pub async fn open(database_url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>, StoreError> {
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Err(StoreError::UnsupportedUrl(
-            "this build of whd supports SQLite databases only".into(),
+        Ok(Arc::new(
+            postgres::PostgresStore::open(database_url, options).await?,
         ))
     } else {
         Ok(Arc::new(

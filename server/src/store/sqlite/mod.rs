@@ -192,7 +192,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(AttemptOutcome::Failure.as_i64())
             .bind(&target_url)
-            .bind(SUBSCRIPTION_DELETED)
+            .bind(super::SUBSCRIPTION_DELETED)
             .bind(id.as_str())
             .fetch_all(&mut *tx)
             .await?;
@@ -473,11 +473,14 @@ impl Store for SqliteStore {
         true
     }
 
+    async fn notifications(
+        &self,
+    ) -> Result<Option<futures::stream::BoxStream<'static, super::Notification>>, StoreError> {
+        Ok(None)
+    }
+
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
     }
 }
-
-/// The error logged for pending deliveries of a deleted subscription.
-pub(crate) const SUBSCRIPTION_DELETED: &str = "subscription was deleted; no further attempts";
