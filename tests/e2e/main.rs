@@ -2,4 +2,5 @@
 
 mod delivery;
 mod ingest;
+mod recovery;
 mod subscriptions;
