@@ -120,8 +120,9 @@ function formatDuration(duration) {
   return `${seconds.toFixed(2)} s`;
 }
 
+// Delivery ids start with a timestamp, so their tail is what tells them apart.
 function shortId(id) {
-  return id && id.length > 14 ? id.slice(0, 8) + "…" + id.slice(-4) : id || "";
+  return id && id.length > 16 ? id.slice(0, 4) + "…" + id.slice(-8) : id || "";
 }
 
 function outcomeBadge(outcome) {
@@ -524,7 +525,7 @@ function renderAttempts(subscriptionId, attempts, nextPageToken) {
         body,
       ),
     ),
-    more,
+    ...(more ? [more] : []),
   );
 }
 
@@ -535,7 +536,7 @@ function attemptRow(attempt) {
     el("td", { class: "nowrap", text: formatTime(attempt.attemptTime) }),
     el(
       "td",
-      {},
+      { class: "nowrap" },
       el("button", {
         type: "button",
         class: "link",
@@ -759,9 +760,13 @@ function feedRow(event) {
     badge = outcomeBadge(attempt.outcome);
     tone = isFailure(attempt.outcome) ? "failed" : "ok";
     const parts = [`attempt #${attempt.attemptNumber || 0}`];
-    if (attempt.httpStatus) parts.push(`HTTP ${attempt.httpStatus}`);
+    // An error that already starts with the status ("HTTP 500: …") says it once.
+    const error = attempt.error || "";
+    if (attempt.httpStatus && !error.startsWith(`HTTP ${attempt.httpStatus}`)) {
+      parts.push(`HTTP ${attempt.httpStatus}`);
+    }
     if (attempt.duration) parts.push(formatDuration(attempt.duration));
-    if (attempt.error) parts.push(attempt.error);
+    if (error) parts.push(error);
     if (event.nextAttemptTime) parts.push(`next at ${formatClock(event.nextAttemptTime)}`);
     detail = parts.join(" · ");
   } else {
