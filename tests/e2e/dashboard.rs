@@ -16,6 +16,7 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use whd_e2e::{Receiver, TestServer, eventually};
 use whd_sdk::{CreateSubscriptionRequest, IngestOptions, Subscription};
@@ -32,7 +33,8 @@ const PHONE: (u32, u32) = (390, 844);
 /// A chromedriver of this test's own with one browser session, on a fresh profile.
 struct Browser {
     client: Client,
-    _driver: Child,
+    driver: Child,
+    driver_address: String,
     _profile: tempfile::TempDir,
 }
 
@@ -83,7 +85,8 @@ impl Browser {
             .expect("chromedriver opens a Chromium session");
         Browser {
             client,
-            _driver: driver,
+            driver,
+            driver_address: address,
             _profile: profile,
         }
     }
@@ -164,8 +167,19 @@ impl Browser {
         path
     }
 
-    async fn close(self) {
+    /// Ends the session, then asks chromedriver to quit and waits for it, so that no browser process
+    /// outlives the test (killing chromedriver outright can leave its Chromium orphaned).
+    async fn close(mut self) {
         self.client.close().await.expect("the session ends");
+        if let Ok(mut connection) = tokio::net::TcpStream::connect(&self.driver_address).await {
+            let _ = connection
+                .write_all(
+                    b"GET /shutdown HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        }
+        let exited = tokio::time::timeout(DEADLINE, self.driver.wait()).await;
+        assert!(exited.is_ok(), "chromedriver quits when asked");
     }
 }
 
@@ -313,6 +327,42 @@ async fn a_person_creates_a_subscription_tests_it_and_follows_its_deliveries() {
     browser.find(".attempts-table").await;
     browser.screenshot(DESKTOP, "dashboard-desktop.png").await;
     browser.screenshot(PHONE, "dashboard-phone.png").await;
+
+    // Edit the description through the form, then delete the failing subscription (two clicks).
+    browser
+        .click(&format!("{item} button[data-action='edit']"))
+        .await;
+    browser
+        .type_into("#field-description", "orders service v2")
+        .await;
+    browser.click("#form-submit").await;
+    let description = browser
+        .text_of(&format!("{item} .subscription-description"))
+        .await;
+    assert_eq!(description, "orders service v2");
+    let failing_item = format!("li[data-subscription-id='{}']", failing.id);
+    browser
+        .click(&format!("{failing_item} button[data-action='delete']"))
+        .await;
+    browser
+        .click(&format!(
+            "{failing_item} button[data-action='delete'].confirming"
+        ))
+        .await;
+    eventually(DEADLINE, "the deleted subscription leaves the list", || {
+        let failing_item = failing_item.clone();
+        let browser = &browser;
+        async move {
+            let left = browser
+                .client
+                .find_all(Locator::Css(&failing_item))
+                .await
+                .ok()?;
+            left.is_empty().then_some(())
+        }
+    })
+    .await;
+    assert!(server.client.get_subscription(&failing.id).await.is_err());
 
     browser.close().await;
     server.stop().await;
