@@ -1,8 +1,11 @@
 //! End-to-end suite: a real whd, a real SQLite file, real HTTP receivers on loopback.
 
+mod attempt_log;
+mod cli;
 mod dashboard;
 mod delivery;
 mod ingest;
 mod json_api;
 mod recovery;
+mod reflection;
 mod subscriptions;
