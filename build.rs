@@ -7,7 +7,10 @@ use prost::Message;
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/whd/v1/subscriptions.proto", "proto/whd/v1/deliveries.proto"];
+    let protos = [
+        "proto/whd/v1/subscriptions.proto",
+        "proto/whd/v1/deliveries.proto",
+    ];
 
     let descriptors = protox::compile(protos, ["proto"])?;
     let descriptor_bytes = descriptors.encode_to_vec();

@@ -159,6 +159,7 @@ impl App {
             )),
             timeout: config.attempt_timeout,
             policy: target_policy.clone(),
+            node_id: node_id.clone(),
         };
         let (dispatcher, hot) = Dispatcher::new(
             store.clone(),

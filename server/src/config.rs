@@ -39,7 +39,13 @@ pub enum SqliteSync {
 
 /// Everything `whd` can be told. Every flag has a `WHD_*` environment equivalent.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "whd", version, about = "whd: webhook delivery service")]
+// A flag given twice takes its last value, so wrappers can append overrides to a base command line.
+#[command(
+    name = "whd",
+    version,
+    about = "whd: webhook delivery service",
+    args_override_self = true
+)]
 pub struct Config {
     /// Database: a SQLite file path or `sqlite://path`, or a `postgres://` URL. The SQLite file is
     /// created and migrated on first start.
@@ -206,6 +212,17 @@ impl Config {
                 rule: "must be at least 16 characters".into(),
             });
         }
+        // The gateway serves the management JSON API and the dashboard next to ingest, so a public
+        // HTTP address needs the token as much as a public gRPC address does.
+        if self.api_token.is_none() && !self.http_addr.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Invalid {
+                field: "--http-addr",
+                rule: format!(
+                    "{} is reachable from other machines: set --api-token (it protects /v1 and the dashboard; ingest stays open), or pass --insecure",
+                    self.http_addr
+                ),
+            });
+        }
         if self.api_token.is_none() && !self.grpc_addr.ip().is_loopback() && !self.insecure {
             return Err(ConfigError::Invalid {
                 field: "--grpc-addr",
@@ -325,6 +342,33 @@ mod tests {
         .validate()
         .unwrap();
         assert!(config(&["--api-token", "short"]).validate().is_err());
+    }
+
+    #[test]
+    fn a_public_http_address_needs_a_token_or_insecure() {
+        let error = config(&["--http-addr", "0.0.0.0:8080"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--http-addr: 0.0.0.0:8080 is reachable"),
+            "{error}"
+        );
+        config(&[
+            "--http-addr",
+            "0.0.0.0:8080",
+            "--api-token",
+            "0123456789abcdef",
+        ])
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let config = config(&["--retry-schedule", "1s", "--retry-schedule", "2s"]);
+        assert_eq!(config.retry_schedule.0, [Duration::from_secs(2)]);
     }
 
     #[test]

@@ -287,6 +287,25 @@ async fn invalid_utf8_is_400_and_queues_nothing() {
 }
 
 #[tokio::test]
+async fn a_nesting_bomb_is_400_and_queues_nothing() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start(200).await;
+    let subscription = subscribe(&server, &receiver.url).await;
+    let bomb = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+
+    let answer = post_json(&server, &subscription.id, bomb).await;
+
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let error = answer.error();
+    assert!(
+        error.starts_with("body nests arrays or objects deeper than"),
+        "{error}"
+    );
+    assert_only_the_control_webhook_arrives(&server, &receiver, &subscription.id).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_body_exactly_at_the_size_limit_is_accepted() {
     let server = TestServer::start_with(&["--max-body-size", "1KiB"]).await;
     let receiver = Receiver::start(200).await;
@@ -511,5 +530,20 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
+    let server = TestServer::start_with(&["--header-read-timeout", "1s"]).await;
+    let mut stream = TcpStream::connect(gateway_addr(&server)).await.unwrap();
+
+    let received = read_until_closed(&mut stream).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        received.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     server.stop().await;
 }

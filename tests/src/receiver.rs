@@ -155,10 +155,12 @@ impl Receiver {
         };
         let status = match reply {
             Reply::Status(status) => status,
+            // Until the receiver stops, and at most an hour, so nothing hangs forever.
             Reply::Hang => {
-                self.stop.cancelled().await;
-                // Bounded even if nobody stops the receiver.
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                }
                 503
             }
         };

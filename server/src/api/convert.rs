@@ -102,6 +102,7 @@ pub fn attempt(event: &LoggedEvent) -> Option<v1::DeliveryAttempt> {
         outcome: attempt.outcome.to_proto() as i32,
         http_status: attempt.http_status.map(u32::from),
         error: attempt.error.clone().unwrap_or_default(),
+        node_id: attempt.node_id.clone().unwrap_or_default(),
         duration: Some(pbjson_types::Duration {
             seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
             nanos: duration.subsec_nanos() as i32,

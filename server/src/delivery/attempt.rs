@@ -73,6 +73,8 @@ pub struct AttemptContext {
     pub timeout: Duration,
     /// Which addresses may be reached.
     pub policy: Arc<TargetPolicy>,
+    /// This node's name, recorded with each attempt.
+    pub node_id: Arc<str>,
 }
 
 /// Makes one attempt of `task` to `subscription` (`None` when it was deleted) and returns the record
@@ -121,6 +123,7 @@ pub async fn run(
         http_status: result.http_status,
         error: result.error,
         duration,
+        node_id: context.node_id.clone(),
         retry_after,
     }
 }

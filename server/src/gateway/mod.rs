@@ -91,8 +91,19 @@ pub async fn serve(
         let gateway = gateway.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let first_byte_timeout = settings.header_read_timeout;
         connections.spawn(async move {
             let _permit = permit;
+            // The auto builder reads the first bytes to tell HTTP/1 from HTTP/2 before hyper's own
+            // header timer exists, so a client that connects and sends nothing is cut off here.
+            let mut first_byte = [0u8; 1];
+            if tokio::time::timeout(first_byte_timeout, stream.peek(&mut first_byte))
+                .await
+                .is_err()
+            {
+                tracing::debug!(peer = %peer, "closed a connection that sent nothing");
+                return;
+            }
             let handler = service_fn(move |request| routes::handle(gateway.clone(), request));
             let connection = builder.serve_connection(TokioIo::new(stream), handler);
             tokio::pin!(connection);

@@ -185,6 +185,8 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// How long it took.
     pub duration: Duration,
+    /// The node that made it.
+    pub node_id: std::sync::Arc<str>,
     /// For `FailedAttempt`: the delay before the next attempt.
     pub retry_after: Option<Duration>,
 }
@@ -204,6 +206,8 @@ pub struct LoggedAttempt {
     pub error: Option<String>,
     /// How long it took, in microseconds.
     pub duration_us: i64,
+    /// The node that made it.
+    pub node_id: Option<String>,
 }
 
 /// One entry of the delivery log: something a watcher can see.

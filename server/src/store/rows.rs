@@ -64,7 +64,7 @@ pub(crate) fn subscription(row: &impl RowExt) -> Result<SubscriptionRecord, Stor
 
 /// Columns of `delivery_log`, in the order [`logged_event`] reads them.
 pub(crate) const EVENT_COLUMNS: &str = "cursor, kind, delivery_id, subscription_id, event_type, status, logged_at, \
-     attempt_number, outcome, target_url, http_status, error, duration_us, next_attempt_at";
+     attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at";
 
 pub(crate) fn logged_event(row: &impl RowExt) -> Result<LoggedEvent, StoreError> {
     let kind = EventKind::from_i64(row.int("kind")?);
@@ -79,6 +79,7 @@ pub(crate) fn logged_event(row: &impl RowExt) -> Result<LoggedEvent, StoreError>
                 .and_then(|status| u16::try_from(status).ok()),
             error: row.opt_text("error")?,
             duration_us: row.opt_int("duration_us")?.unwrap_or(0),
+            node_id: row.opt_text("node_id")?,
         }),
     };
     Ok(LoggedEvent {

@@ -36,7 +36,7 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Class of the advisory lock that orders appends to `delivery_log`; the lock's second key is the
 /// schema's hash, so that separate schemas in one database (tests, tenants) do not serialise each other.
-const LOG_LOCK_CLASS: i32 = 0x7768_64;
+const LOG_LOCK_CLASS: i32 = 0x0077_6864;
 
 /// Rows per multi-row INSERT, under PostgreSQL's 65,535 bind parameters.
 const INSERT_CHUNK: usize = 1000;
@@ -334,8 +334,8 @@ impl Store for PostgresStore {
         );
         let log_sql = format!(
             "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-             attempt_number, outcome, target_url, http_status, error, duration_us, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {EVENT_COLUMNS}"
+             attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {EVENT_COLUMNS}"
         );
         for attempt in &batch.attempts {
             let status = attempt.outcome.resulting_status();
@@ -371,6 +371,7 @@ impl Store for PostgresStore {
                 .bind(attempt.http_status.map(i64::from))
                 .bind(attempt.error.as_deref())
                 .bind(i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX))
+                .bind(attempt.node_id.as_ref())
                 .bind(next_attempt_at)
                 .fetch_one(&mut *tx)
                 .await?;

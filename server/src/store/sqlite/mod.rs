@@ -305,8 +305,8 @@ impl Store for SqliteStore {
             }
             let sql = format!(
                 "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-                 attempt_number, outcome, target_url, http_status, error, duration_us, next_attempt_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {EVENT_COLUMNS}"
+                 attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {EVENT_COLUMNS}"
             );
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(EventKind::Attempt.as_i64())
@@ -326,6 +326,7 @@ impl Store for SqliteStore {
                 .bind(attempt.http_status.map(i64::from))
                 .bind(attempt.error.as_deref())
                 .bind(i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX))
+                .bind(attempt.node_id.as_ref())
                 .bind(next_attempt_at)
                 .fetch_one(&mut *tx)
                 .await?;

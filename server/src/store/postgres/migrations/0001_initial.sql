@@ -46,6 +46,7 @@ CREATE TABLE delivery_log (
     http_status     BIGINT,
     error           TEXT,
     duration_us     BIGINT,
+    node_id         TEXT,
     next_attempt_at BIGINT
 );
 CREATE INDEX delivery_log_by_delivery ON delivery_log (delivery_id, cursor);

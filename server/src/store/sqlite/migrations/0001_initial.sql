@@ -50,6 +50,7 @@ CREATE TABLE delivery_log (
     http_status     INTEGER,
     error           TEXT,
     duration_us     INTEGER,
+    node_id         TEXT,
     next_attempt_at INTEGER
 );
 -- GetDelivery: a delivery's history in order.
