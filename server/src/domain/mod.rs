@@ -2,6 +2,8 @@
 //! values that are valid by construction.
 
 mod ids;
+#[cfg(test)]
+mod properties;
 mod secret;
 mod status;
 mod target_url;

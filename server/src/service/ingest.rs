@@ -134,7 +134,7 @@ pub(crate) const MAX_JSON_DEPTH: usize = 64;
 /// Checks that the body is UTF-8 holding one well-formed JSON value, without building it in memory.
 /// UTF-8 and nesting depth are checked separately because skipping a value checks neither: a string
 /// is skipped without decoding it, and skipping is iterative, so it accepts any depth.
-fn validate_json(body: &[u8]) -> Result<(), ServiceError> {
+pub(super) fn validate_json(body: &[u8]) -> Result<(), ServiceError> {
     let invalid = |reason: String| ServiceError::new(ErrorCode::InvalidArgument, reason);
     let text = std::str::from_utf8(body)
         .map_err(|error| invalid(format!("body is not valid UTF-8: {error}")))?;

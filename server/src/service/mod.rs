@@ -5,6 +5,8 @@
 mod deliveries;
 mod inbound_signature;
 mod ingest;
+#[cfg(test)]
+mod ingest_properties;
 mod subscriptions;
 mod test_webhook;
 mod watch;
