@@ -186,6 +186,7 @@ mod tests {
                 seconds: 0,
                 nanos: 42_000_000,
             }),
+            node_id: "node-a".into(),
         }
     }
 

@@ -9,3 +9,4 @@ mod json_api;
 mod recovery;
 mod reflection;
 mod subscriptions;
+mod watch;

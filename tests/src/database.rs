@@ -49,6 +49,12 @@ pub enum TestDatabase {
         /// The schema's name.
         schema: String,
     },
+    /// A database created elsewhere, e.g. one schema that several servers share; nothing is removed
+    /// with it.
+    External {
+        /// The `--database-url`.
+        url: String,
+    },
 }
 
 impl TestDatabase {
@@ -91,7 +97,7 @@ impl TestDatabase {
             TestDatabase::Sqlite { path, .. } => {
                 path.to_str().expect("temporary paths are UTF-8").to_owned()
             }
-            TestDatabase::Postgres { url, .. } => url.clone(),
+            TestDatabase::Postgres { url, .. } | TestDatabase::External { url } => url.clone(),
         }
     }
 }

@@ -128,3 +128,38 @@ impl TestServer {
         (result, String::from_utf8(out).expect("whctl prints UTF-8"))
     }
 }
+
+impl TestServer {
+    /// Starts a server with [`test_args`] and `extra` flags on the database at `url`, which it does not
+    /// own: several servers given one PostgreSQL schema share its queue, as the nodes of a cluster do.
+    pub async fn start_on(url: &str, extra: &[&str]) -> TestServer {
+        whd_server::telemetry::init_for_tests();
+        let database = TestDatabase::External {
+            url: url.to_owned(),
+        };
+        let mut args = test_args(database.url());
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let config = Config::from_args(args).expect("test flags parse");
+        let app = App::bind(config).await.expect("the node starts");
+        let grpc_url = format!("http://{}", app.grpc_addr());
+        let http_url = format!("http://{}", app.http_addr());
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move { app.run(token).await.expect("the node runs") });
+        let client = Client::connect(ClientConfig {
+            server: grpc_url.clone(),
+            ingest_url: http_url.clone(),
+            api_token: None,
+        })
+        .await
+        .expect("the SDK connects to the node");
+        TestServer {
+            client,
+            http_url,
+            grpc_url,
+            database,
+            shutdown,
+            task,
+        }
+    }
+}
