@@ -66,6 +66,7 @@ async fn every_webhook_accepted_while_the_database_restarts_is_delivered() {
         (answered.load(Ordering::Relaxed) >= ANSWERS_BEFORE_RESTART).then_some(())
     })
     .await;
+    let answered_before_restart = answered.load(Ordering::Relaxed);
     let restart = Command::new("sh")
         .args(["-c", RESTART])
         .output()
@@ -76,6 +77,7 @@ async fn every_webhook_accepted_while_the_database_restarts_is_delivered() {
         "restarting PostgreSQL failed: {}",
         String::from_utf8_lossy(&restart.stderr)
     );
+    let answered_during_restart = answered.load(Ordering::Relaxed) - answered_before_restart;
     let answers = load.await.expect("the load task ends");
 
     let accepted: HashSet<&str> = answers
@@ -100,7 +102,8 @@ async fn every_webhook_accepted_while_the_database_restarts_is_delivered() {
         })
         .collect();
     println!(
-        "{} requests across the restart: {} answered 202, {} answered 503, {} other {:?}",
+        "{} requests across the restart ({answered_before_restart} answered before it began, \
+         {answered_during_restart} while it ran): {} answered 202, {} answered 503, {} other {:?}",
         answers.len(),
         accepted.len(),
         unavailable.len(),
