@@ -38,6 +38,9 @@ pub(crate) enum CliError {
         #[source]
         source: io::Error,
     },
+    /// `whctl bench` could not set up or complete its run.
+    #[error("{0}")]
+    Bench(String),
     /// A response could not be encoded as JSON.
     #[error("cannot encode output as JSON")]
     Json(#[from] serde_json::Error),

@@ -10,6 +10,7 @@
 //! - `deliveries`: `whctl deliveries get` and `whctl attempts`
 //! - `watch`: `whctl watch`, following delivery events live and resuming after a broken stream
 //! - `listen`: `whctl listen`, a local webhook receiver that prints what it gets
+//! - `bench`: `whctl bench`, the load generator with its own receiver and ceiling measurement
 //! - `verify`: Standard Webhooks signature checks for `listen`
 //! - `output`: tables, key/value blocks, JSON and value formatting shared by every command
 //! - `error`: the error type commands return
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use whd_sdk::{Client, ClientConfig, DEFAULT_INGEST_URL, DEFAULT_SERVER};
 
+pub mod bench;
 pub mod deliveries;
 mod error;
 pub mod ingest;
@@ -89,6 +91,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Run a local webhook receiver that prints every request and checks signatures.
     Listen(listen::ListenArgs),
+    /// Measure ingest and delivery throughput and latency against a ceiling, with its own receiver.
+    Bench(bench::BenchArgs),
 }
 
 /// What every command needs: how to reach the server and how to print.
@@ -151,6 +155,7 @@ async fn execute(cli: Cli, out: &mut (dyn Write + Send), color: bool) -> anyhow:
         Command::Attempts(args) => deliveries::run_attempts(&context, args, out).await?,
         Command::Watch(args) => watch::run(&context, args, out).await?,
         Command::Listen(args) => listen::run(&context, args, out).await?,
+        Command::Bench(args) => bench::run(&context, args, out).await?,
     }
     Ok(())
 }

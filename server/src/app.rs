@@ -175,6 +175,7 @@ impl App {
         );
         // Other nodes' announcements (PostgreSQL only): due work, changed subscriptions, new log entries.
         let follower_stop = CancellationToken::new();
+        let watch_stop = CancellationToken::new();
         if let Some(notifications) = store.notifications().await? {
             let follower = Follower {
                 store: store.clone(),
@@ -196,6 +197,7 @@ impl App {
                 secret_rotation_grace: config.secret_rotation_grace,
                 lease,
                 target_policy,
+                watch_stop: watch_stop.clone(),
             },
         );
 
@@ -288,9 +290,18 @@ impl App {
         follower_stop.cancel();
         background.close();
         background.wait().await;
+        watch_stop.cancel();
         grpc_stop.cancel();
-        if let Ok(Err(error)) = grpc_task.await {
-            tracing::warn!(error = %error, "gRPC server ended with an error");
+        // Calls still open at the deadline (a client that ignores the end of its stream) are dropped.
+        let mut grpc_task = grpc_task;
+        let grpc_deadline = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        match tokio::time::timeout_at(grpc_deadline, &mut grpc_task).await {
+            Ok(Ok(Err(error))) => tracing::warn!(error = %error, "gRPC server ended with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                grpc_task.abort();
+                tracing::warn!("gRPC calls still open at the end of the grace period were dropped");
+            }
         }
         // 5. Tasks this node still held go back to the queue for whichever node runs next.
         if let Err(error) = store.release_leases(Some(&*node_id)).await {

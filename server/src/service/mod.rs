@@ -40,6 +40,9 @@ pub struct ServiceSettings {
     pub lease: LeaseRequest,
     /// Which addresses deliveries may reach; literal-IP targets are checked against it on write.
     pub target_policy: Arc<TargetPolicy>,
+    /// Cancelled during shutdown to end every watch stream, which would otherwise keep their
+    /// connections (and the server's drain) open forever.
+    pub watch_stop: tokio_util::sync::CancellationToken,
 }
 
 /// The operations, cheap to clone.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ServiceError;
 use crate::store::{EventFilter, LoggedEvent, Store};
@@ -33,6 +34,7 @@ pub enum WatchItem {
 
 struct Watch {
     store: Arc<dyn Store>,
+    stop: CancellationToken,
     filter: EventFilter,
     live: broadcast::Receiver<Arc<LoggedEvent>>,
     /// Highest cursor sent or skipped; everything at or below it is done.
@@ -61,7 +63,11 @@ impl Watch {
                 self.page.extend(page);
                 continue;
             }
-            match self.live.recv().await {
+            let received = tokio::select! {
+                () = self.stop.cancelled() => return None,
+                received = self.live.recv() => received,
+            };
+            match received {
                 Ok(event) if event.cursor <= self.last => continue,
                 Ok(event) => {
                     self.last = event.cursor;
@@ -97,6 +103,7 @@ impl Service {
         };
         let watch = Watch {
             store,
+            stop: self.inner.settings.watch_stop.clone(),
             filter,
             live,
             last,

@@ -1,0 +1,797 @@
+//! `whctl bench`: a load generator anyone can point at whd.
+//!
+//! One run measures, on the same machine and with the same client:
+//! 1. the **ceiling**: how fast this client can POST the body straight to its own receiver, with no
+//!    whd in between — the most any HTTP service could do here;
+//! 2. **ingest**: N webhooks at concurrency C over keep-alive connections to `/ingest/{id}`, spread
+//!    over K subscriptions, with an HDR histogram of the 202 latency;
+//! 3. **delivery**: until every accepted webhook has reached the receiver, the end-to-end rate and
+//!    the ingest-to-delivery latency.
+//!
+//! Without `--external` it starts a `whd` of its own on a temporary SQLite database and reports that
+//! server's peak resident memory too.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use whd_sdk::{Client, ClientConfig, CreateSubscriptionRequest, Subscription};
+
+use crate::Context;
+use crate::error::CliError;
+use crate::output::OutputFormat;
+
+/// Options of `whctl bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Webhooks to send.
+    #[arg(short = 'n', long, default_value_t = 20_000)]
+    pub count: u64,
+    /// Requests in flight at once, each on its own keep-alive connection.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Size of each JSON body in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub payload_size: usize,
+    /// Spread the webhooks over this many subscriptions.
+    #[arg(long, default_value_t = 1)]
+    pub subscriptions: usize,
+    /// Milliseconds the receiver waits before answering each delivery.
+    #[arg(long, default_value_t = 0)]
+    pub receiver_delay: u64,
+    /// Share of deliveries (0 to 1) the receiver answers with 500, to load the retry path.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// Benchmark the server at --server/--ingest-url instead of starting one. It must be allowed to
+    /// deliver to loopback (e.g. `--allow-target-cidr 127.0.0.0/8`).
+    #[arg(long)]
+    pub external: bool,
+    /// The `whd` binary to start (default: the one next to whctl, else `whd` on the PATH).
+    #[arg(long, value_name = "PATH")]
+    pub whd: Option<PathBuf>,
+    /// Extra flag for the started server, e.g. `--server-arg=--sqlite-sync=normal`. Repeatable.
+    #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Give up waiting for deliveries after this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Skip the ceiling measurement.
+    #[arg(long)]
+    pub no_ceiling: bool,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Webhooks sent.
+    pub count: u64,
+    /// Concurrency.
+    pub concurrency: usize,
+    /// Body size in bytes.
+    pub payload_size: usize,
+    /// Subscriptions used.
+    pub subscriptions: usize,
+    /// Requests per second straight to the receiver.
+    pub ceiling_rps: Option<f64>,
+    /// Accepted webhooks per second.
+    pub ingest_rps: f64,
+    /// `ingest_rps / ceiling_rps`.
+    pub ingest_ratio: Option<f64>,
+    /// 202 latency in milliseconds.
+    pub ingest_latency_ms: Percentiles,
+    /// Webhooks delivered per second, from the first ingest to the last first delivery.
+    pub delivery_rps: f64,
+    /// `delivery_rps / ceiling_rps`.
+    pub delivery_ratio: Option<f64>,
+    /// Ingest-to-delivery latency in milliseconds.
+    pub end_to_end_latency_ms: Percentiles,
+    /// Webhooks that got a 202.
+    pub accepted: u64,
+    /// Accepted webhooks that reached the receiver.
+    pub delivered: u64,
+    /// Requests the receiver got, retries included.
+    pub receiver_requests: u64,
+    /// Ingest failures by kind (`http 503`, `connect`, …).
+    pub errors: HashMap<String, u64>,
+    /// Peak resident memory of the server this run started, in MiB.
+    pub server_peak_rss_mib: Option<f64>,
+}
+
+/// Latency percentiles.
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+type BenchClient = HttpClient<HttpConnector, Full<Bytes>>;
+
+/// Runs the benchmark.
+pub(crate) async fn run(
+    context: &Context,
+    args: BenchArgs,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CliError> {
+    if !(0.0..1.0).contains(&args.failure_rate) {
+        return Err(CliError::Usage(
+            "--failure-rate must be at least 0 and below 1".into(),
+        ));
+    }
+    if args.count == 0 || args.concurrency == 0 || args.subscriptions == 0 {
+        return Err(CliError::Usage(
+            "-n, -c and --subscriptions must be at least 1".into(),
+        ));
+    }
+    let body = json_body(args.payload_size);
+    let receiver = Receiver::start(
+        Duration::from_millis(args.receiver_delay),
+        args.failure_rate,
+    )
+    .await?;
+    let client = http_client(args.concurrency);
+
+    let ceiling_rps = if args.no_ceiling {
+        None
+    } else {
+        let url = format!("http://{}/ceiling", receiver.addr);
+        Some(measure_ceiling(&client, &url, &body, args.count, args.concurrency).await)
+    };
+
+    let server = if args.external {
+        None
+    } else {
+        Some(StartedServer::start(&args).await?)
+    };
+    let config = match &server {
+        Some(server) => ClientConfig {
+            server: server.grpc_url.clone(),
+            ingest_url: server.http_url.clone(),
+            api_token: None,
+        },
+        None => context.config.clone(),
+    };
+    let sdk = Client::connect(config.clone()).await?;
+    let mut subscription_ids = Vec::with_capacity(args.subscriptions);
+    for index in 0..args.subscriptions {
+        let created = sdk
+            .create_subscription(CreateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    target_url: format!("http://{}/hook/{index}", receiver.addr),
+                    description: "whctl bench".into(),
+                    ..Default::default()
+                }),
+                generate_secret: false,
+            })
+            .await?;
+        subscription_ids.push(created.id);
+    }
+
+    let ingest = ingest_all(
+        &client,
+        &config.ingest_url,
+        &subscription_ids,
+        &body,
+        &args,
+        &receiver,
+    )
+    .await;
+    let delivered = wait_for_deliveries(&receiver, &ingest, args.drain_timeout).await;
+    let server_peak_rss_mib = server.as_ref().and_then(StartedServer::peak_rss_mib);
+    if let Some(server) = server {
+        server.stop().await;
+    }
+
+    let end_to_end = receiver.end_to_end_histogram(&ingest.sent_at);
+    let last_delivery = receiver.last_first_delivery().unwrap_or(ingest.finished);
+    let delivery_secs = last_delivery
+        .saturating_duration_since(ingest.started)
+        .as_secs_f64()
+        .max(1e-9);
+    let ingest_rps = ingest.accepted as f64
+        / ingest
+            .finished
+            .duration_since(ingest.started)
+            .as_secs_f64()
+            .max(1e-9);
+    let delivery_rps = delivered as f64 / delivery_secs;
+    let report = BenchReport {
+        count: args.count,
+        concurrency: args.concurrency,
+        payload_size: args.payload_size,
+        subscriptions: args.subscriptions,
+        ceiling_rps,
+        ingest_rps,
+        ingest_ratio: ceiling_rps.map(|ceiling| ingest_rps / ceiling),
+        ingest_latency_ms: Percentiles::of(&ingest.latency),
+        delivery_rps,
+        delivery_ratio: ceiling_rps.map(|ceiling| delivery_rps / ceiling),
+        end_to_end_latency_ms: Percentiles::of(&end_to_end),
+        accepted: ingest.accepted,
+        delivered,
+        receiver_requests: receiver.requests.load(Ordering::Relaxed),
+        errors: ingest.errors,
+        server_peak_rss_mib,
+    };
+    receiver.stop();
+    print_report(&report, context.output, out)?;
+    if report.delivered < report.accepted {
+        return Err(CliError::Bench(format!(
+            "{} of {} accepted webhooks were not delivered within {}",
+            report.accepted - report.delivered,
+            report.accepted,
+            humantime::format_duration(args.drain_timeout)
+        )));
+    }
+    Ok(())
+}
+
+/// A JSON object of exactly `size` bytes (at least 16).
+fn json_body(size: usize) -> Bytes {
+    let prefix = r#"{"bench":""#;
+    let suffix = r#""}"#;
+    let filler = size.saturating_sub(prefix.len() + suffix.len()).max(1);
+    Bytes::from(format!("{prefix}{}{suffix}", "x".repeat(filler)))
+}
+
+fn http_client(concurrency: usize) -> BenchClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    HttpClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+async fn post(
+    client: &BenchClient,
+    url: &str,
+    body: &Bytes,
+) -> Result<(StatusCode, Bytes), String> {
+    let request = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body.clone()))
+        .map_err(|error| error.to_string())?;
+    let response = client.request(request).await.map_err(|error| {
+        if error.is_connect() {
+            "connect".to_owned()
+        } else {
+            "request".to_owned()
+        }
+    })?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| "body".to_owned())?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
+async fn measure_ceiling(
+    client: &BenchClient,
+    url: &str,
+    body: &Bytes,
+    count: u64,
+    concurrency: usize,
+) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(count, "ceiling");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, body, next, done, progress) = (
+            client.clone(),
+            url.to_owned(),
+            body.clone(),
+            next.clone(),
+            done.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                if matches!(post(&client, &url, &body).await, Ok((status, _)) if status.is_success()) {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                progress.inc(1);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    progress.finish_and_clear();
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64().max(1e-9)
+}
+
+struct IngestOutcome {
+    started: Instant,
+    finished: Instant,
+    accepted: u64,
+    latency: Histogram<u64>,
+    errors: HashMap<String, u64>,
+    /// When each accepted delivery's ingest request started.
+    sent_at: HashMap<String, Instant>,
+}
+
+async fn ingest_all(
+    client: &BenchClient,
+    ingest_url: &str,
+    subscription_ids: &[String],
+    body: &Bytes,
+    args: &BenchArgs,
+    receiver: &Receiver,
+) -> IngestOutcome {
+    let next = Arc::new(AtomicU64::new(0));
+    let urls: Arc<Vec<String>> = Arc::new(
+        subscription_ids
+            .iter()
+            .map(|id| format!("{}/ingest/{id}", ingest_url.trim_end_matches('/')))
+            .collect(),
+    );
+    let progress = progress_bar(args.count, "ingest");
+    let count = args.count;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (client, urls, body, next, progress) = (
+            client.clone(),
+            urls.clone(),
+            body.clone(),
+            next.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let mut latency =
+                Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+            let mut errors: HashMap<String, u64> = HashMap::new();
+            let mut sent_at = HashMap::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= count {
+                    break;
+                }
+                let url = &urls[(index % urls.len() as u64) as usize];
+                let sent = Instant::now();
+                match post(&client, url, &body).await {
+                    Ok((StatusCode::ACCEPTED, answer)) => {
+                        let _ = latency.record(sent.elapsed().as_micros() as u64);
+                        if let Some(id) = delivery_id(&answer) {
+                            sent_at.insert(id, sent);
+                        }
+                    }
+                    Ok((status, _)) => {
+                        *errors
+                            .entry(format!("http {}", status.as_u16()))
+                            .or_default() += 1
+                    }
+                    Err(kind) => *errors.entry(kind).or_default() += 1,
+                }
+                progress.inc(1);
+            }
+            (latency, errors, sent_at)
+        });
+    }
+    let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+    let mut errors = HashMap::new();
+    let mut sent_at = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((task_latency, task_errors, task_sent)) = joined {
+            let _ = latency.add(&task_latency);
+            for (kind, count) in task_errors {
+                *errors.entry(kind).or_default() += count;
+            }
+            sent_at.extend(task_sent);
+        }
+    }
+    let finished = Instant::now();
+    progress.finish_and_clear();
+    receiver.expect(sent_at.len() as u64);
+    IngestOutcome {
+        started,
+        finished,
+        accepted: sent_at.len() as u64,
+        latency,
+        errors,
+        sent_at,
+    }
+}
+
+fn delivery_id(answer: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    value.get("delivery_id")?.as_str().map(str::to_owned)
+}
+
+/// Waits until every accepted webhook reached the receiver, or the timeout; returns how many did.
+async fn wait_for_deliveries(
+    receiver: &Receiver,
+    ingest: &IngestOutcome,
+    timeout: Duration,
+) -> u64 {
+    let progress = progress_bar(ingest.accepted, "deliver");
+    let give_up = Instant::now() + timeout;
+    loop {
+        let delivered = ingest
+            .sent_at
+            .keys()
+            .filter(|id| receiver.has_delivered(id))
+            .count() as u64;
+        progress.set_position(delivered);
+        if delivered >= ingest.accepted || Instant::now() >= give_up {
+            progress.finish_and_clear();
+            return delivered;
+        }
+        receiver.wait_for_more(Duration::from_millis(200)).await;
+    }
+}
+
+fn progress_bar(length: u64, phase: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("the progress template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(phase);
+    bar
+}
+
+/// The benchmark's own webhook receiver.
+struct Receiver {
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    /// First arrival of each webhook-id.
+    first_seen: Arc<Mutex<HashMap<String, Instant>>>,
+    arrived: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    async fn start(delay: Duration, failure_rate: f64) -> Result<Receiver, CliError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|error| CliError::Bench(format!("cannot start the receiver: {error}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|error| CliError::Bench(error.to_string()))?;
+        let receiver = Receiver {
+            addr,
+            requests: Arc::default(),
+            first_seen: Arc::default(),
+            arrived: Arc::default(),
+            stop: CancellationToken::new(),
+        };
+        let (requests, first_seen, arrived, stop) = (
+            receiver.requests.clone(),
+            receiver.first_seen.clone(),
+            receiver.arrived.clone(),
+            receiver.stop.clone(),
+        );
+        let failures = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
+                };
+                let _ = stream.set_nodelay(true);
+                let (requests, first_seen, arrived, failures) = (
+                    requests.clone(),
+                    first_seen.clone(),
+                    arrived.clone(),
+                    failures.clone(),
+                );
+                tokio::spawn(async move {
+                    let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let (requests, first_seen, arrived, failures) = (
+                            requests.clone(),
+                            first_seen.clone(),
+                            arrived.clone(),
+                            failures.clone(),
+                        );
+                        async move {
+                            let is_delivery = request.uri().path().starts_with("/hook/");
+                            let id = request
+                                .headers()
+                                .get("webhook-id")
+                                .and_then(|value| value.to_str().ok())
+                                .map(str::to_owned);
+                            let _ = request.into_body().collect().await;
+                            let mut status = StatusCode::OK;
+                            if is_delivery {
+                                let n = requests.fetch_add(1, Ordering::Relaxed);
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                // Fail an even spread of requests: request n fails when n·rate crosses an integer.
+                                let fails = (n as f64 * failure_rate).floor()
+                                    != ((n + 1) as f64 * failure_rate).floor();
+                                if fails {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                    status = StatusCode::INTERNAL_SERVER_ERROR;
+                                } else if let Some(id) = id {
+                                    first_seen
+                                        .lock()
+                                        .expect("never poisoned")
+                                        .entry(id)
+                                        .or_insert_with(Instant::now);
+                                    arrived.notify_waiters();
+                                }
+                            }
+                            let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                            *response.status_mut() = status;
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), handler)
+                        .await;
+                });
+            }
+        });
+        Ok(receiver)
+    }
+
+    fn expect(&self, _accepted: u64) {}
+
+    fn has_delivered(&self, id: &str) -> bool {
+        self.first_seen
+            .lock()
+            .expect("never poisoned")
+            .contains_key(id)
+    }
+
+    async fn wait_for_more(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.arrived.notified()).await;
+    }
+
+    fn last_first_delivery(&self) -> Option<Instant> {
+        self.first_seen
+            .lock()
+            .expect("never poisoned")
+            .values()
+            .max()
+            .copied()
+    }
+
+    fn end_to_end_histogram(&self, sent_at: &HashMap<String, Instant>) -> Histogram<u64> {
+        let mut histogram =
+            Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+        let first_seen = self.first_seen.lock().expect("never poisoned");
+        for (id, sent) in sent_at {
+            if let Some(arrived) = first_seen.get(id) {
+                let _ =
+                    histogram.record(arrived.saturating_duration_since(*sent).as_micros() as u64);
+            }
+        }
+        histogram
+    }
+
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// A `whd` this run started, on a temporary database.
+struct StartedServer {
+    child: tokio::process::Child,
+    grpc_url: String,
+    http_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl StartedServer {
+    async fn start(args: &BenchArgs) -> Result<StartedServer, CliError> {
+        let binary = args.whd.clone().unwrap_or_else(default_whd_binary);
+        let dir = tempfile::tempdir().map_err(|error| {
+            CliError::Bench(format!("cannot create a temporary directory: {error}"))
+        })?;
+        let grpc_port = free_port()?;
+        let http_port = free_port()?;
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .arg("--database-url")
+            .arg(dir.path().join("whd.db"))
+            .args([
+                "--grpc-addr",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--http-addr",
+                &format!("127.0.0.1:{http_port}"),
+            ])
+            .args([
+                "--allow-target-cidr",
+                "127.0.0.0/8",
+                "--retry-schedule",
+                "100ms,200ms,500ms,1s,2s",
+                "--retry-jitter",
+                "0",
+            ])
+            .args(&args.server_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|error| {
+            CliError::Bench(format!(
+                "cannot start {}: {error} (use --whd PATH)",
+                binary.display()
+            ))
+        })?;
+        let server = StartedServer {
+            child,
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
+            http_url: format!("http://127.0.0.1:{http_port}"),
+            _dir: dir,
+        };
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > give_up {
+                return Err(CliError::Bench(format!(
+                    "{} did not start listening within 30s",
+                    binary.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    /// VmHWM of the process: the most memory it has had resident.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM for a graceful drain; the child is killed on drop if it does not exit.
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+    }
+}
+
+fn default_whd_binary() -> PathBuf {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("whd")));
+    match sibling {
+        Some(path) if path.exists() => path,
+        _ => PathBuf::from("whd"),
+    }
+}
+
+fn free_port() -> Result<u16, CliError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|error| CliError::Bench(error.to_string()))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|error| CliError::Bench(error.to_string()))?
+        .port())
+}
+
+fn print_report(
+    report: &BenchReport,
+    format: OutputFormat,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CliError> {
+    if format == OutputFormat::Json {
+        let json = serde_json::to_string_pretty(report).expect("the report serialises");
+        writeln!(out, "{json}").map_err(CliError::Output)?;
+        return Ok(());
+    }
+    let ratio = |value: Option<f64>| {
+        value.map_or("-".to_owned(), |ratio| {
+            format!("{:.0}% of ceiling", ratio * 100.0)
+        })
+    };
+    let ms = |p: &Percentiles| {
+        format!(
+            "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            p.p50, p.p90, p.p99, p.max
+        )
+    };
+    let rows = [
+        (
+            "webhooks",
+            format!(
+                "{} × {} B over {} subscription(s), concurrency {}",
+                report.count, report.payload_size, report.subscriptions, report.concurrency
+            ),
+        ),
+        (
+            "ceiling",
+            report
+                .ceiling_rps
+                .map_or("-".to_owned(), |rps| format!("{rps:.0} req/s")),
+        ),
+        (
+            "ingest",
+            format!(
+                "{:.0} req/s ({})",
+                report.ingest_rps,
+                ratio(report.ingest_ratio)
+            ),
+        ),
+        ("ingest latency", ms(&report.ingest_latency_ms)),
+        (
+            "delivery",
+            format!(
+                "{:.0} deliveries/s ({})",
+                report.delivery_rps,
+                ratio(report.delivery_ratio)
+            ),
+        ),
+        ("end-to-end", ms(&report.end_to_end_latency_ms)),
+        (
+            "delivered",
+            format!(
+                "{} of {} accepted ({} receiver requests)",
+                report.delivered, report.accepted, report.receiver_requests
+            ),
+        ),
+        (
+            "errors",
+            if report.errors.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("{:?}", report.errors)
+            },
+        ),
+        (
+            "server peak RSS",
+            report
+                .server_peak_rss_mib
+                .map_or("-".to_owned(), |mib| format!("{mib:.1} MiB")),
+        ),
+    ];
+    for (label, value) in rows {
+        writeln!(out, "{label:>16}  {value}").map_err(CliError::Output)?;
+    }
+    Ok(())
+}
