@@ -14,27 +14,68 @@ use crate::delivery::ssrf::TargetPolicy;
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
+        // A failure prints its minimal input; it is not written into the source tree.
+        failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
 
-/// Text shaped like a URL: a scheme-ish prefix and an arbitrary mix of the characters URLs are made of,
-/// so that many cases get past the scheme and exercise host, credential and port parsing.
+/// Text assembled from URL parts, including the spellings parsers disagree on (`http:user@host` and
+/// `http:\\host` are both full URLs to a WHATWG parser; `a@b@c` has two at-signs), so that many cases
+/// get past the scheme and exercise credential, host and port handling.
 fn url_like() -> impl Strategy<Value = String> {
-    let prefix = prop_oneof![
-        Just(""),
-        Just("http://"),
-        Just("https://"),
-        Just("HTTP://"),
-        Just("http:"),
-        Just("http:/"),
-        Just("ftp://"),
-        Just("file://"),
-        Just("javascript:"),
-        Just("//"),
+    let scheme = proptest::sample::select(vec![
+        "http",
+        "https",
+        "HTTP",
+        "HtTpS",
+        "ftp",
+        "file",
+        "ws",
+        "javascript",
+        "",
+    ]);
+    let separator = proptest::sample::select(vec!["://", ":/", ":", ":\\\\", ":/\\", "//"]);
+    let userinfo = prop_oneof![
+        proptest::sample::select(vec![
+            "",
+            "user@",
+            "user:pw@",
+            ":pw@",
+            "@",
+            ":@",
+            "us%40er:p@ss@",
+            "a@b@",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z:%@]{0,6}@",
     ];
-    (prefix, "[a-zA-Z0-9@:./\\\\\\[\\]%#?&=_~+ -]{0,40}")
-        .prop_map(|(prefix, rest)| format!("{prefix}{rest}"))
+    let host = prop_oneof![
+        proptest::sample::select(vec![
+            "example.com",
+            "127.0.0.1",
+            "[::1]",
+            "",
+            "x",
+            "2130706433",
+            "exa mple.com",
+            "ex%41mple.com",
+            "[::ffff:10.0.0.1]",
+            "0x7f.1",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z0-9.-]{0,10}",
+    ];
+    let port = proptest::sample::select(vec!["", ":80", ":0", ":65535", ":65536", ":x", ":"]);
+    let rest = "[/?#a-z@:\\\\]{0,8}";
+    prop_oneof![
+        (scheme, separator, userinfo, host, port, rest).prop_map(
+            |(scheme, separator, userinfo, host, port, rest)| {
+                format!("{scheme}{separator}{userinfo}{host}{port}{rest}")
+            }
+        ),
+        "(http://)?[a-zA-Z0-9@:./\\\\\\[\\]%#?&=_~+ -]{0,40}",
+    ]
 }
 
 /// The internal IPv4 ranges of the address policy, as (first address, prefix length).
@@ -91,6 +132,28 @@ fn in_event_type_alphabet(value: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
 }
 
+/// Every printable ASCII character an event type may not contain, plus controls and non-ASCII
+/// characters that other alphabets count as letters or digits.
+fn characters_outside_the_alphabet() -> Vec<char> {
+    let mut outside: Vec<char> = (' '..='~')
+        .filter(|c| !in_event_type_alphabet(&c.to_string()))
+        .collect();
+    // Controls, then `é`, the Kelvin sign (which lowercases to `k`), an Arabic-Indic digit, a
+    // fullwidth `A` and an emoji.
+    outside.extend([
+        '\0',
+        '\t',
+        '\n',
+        '\u{7f}',
+        '\u{e9}',
+        '\u{212a}',
+        '\u{663}',
+        '\u{ff21}',
+        '\u{1f600}',
+    ]);
+    outside
+}
+
 /// Strings mostly from the allowed alphabet with occasional other characters, around the length limit.
 fn event_type_like() -> impl Strategy<Value = String> {
     let character = prop_oneof![
@@ -141,6 +204,25 @@ proptest! {
                 TargetPolicy::default().check(address).is_err(),
                 "{} ({}) passed the default policy", value, address
             );
+        }
+    }
+
+    #[test]
+    fn every_event_type_from_the_alphabet_is_accepted_and_one_other_character_spoils_it(
+        valid in "[A-Za-z0-9._:/-]{1,64}",
+        position in any::<usize>(),
+        generated in any::<char>(),
+    ) {
+        prop_assert!(EventType::parse("event_type", &valid).is_ok(), "{:?}", valid);
+        let mut outside = characters_outside_the_alphabet();
+        if !in_event_type_alphabet(&generated.to_string()) {
+            outside.push(generated);
+        }
+        let at = position % (valid.len() + 1);
+        for character in outside {
+            let mut spoiled = valid.clone();
+            spoiled.insert(at, character);
+            prop_assert!(EventType::parse("event_type", &spoiled).is_err(), "{:?}", spoiled);
         }
     }
 

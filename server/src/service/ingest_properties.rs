@@ -17,6 +17,8 @@ use crate::store::SubscriptionRecord;
 fn config() -> ProptestConfig {
     ProptestConfig {
         cases: 256,
+        // A failure prints its minimal input; it is not written into the source tree.
+        failure_persistence: None,
         ..ProptestConfig::default()
     }
 }
@@ -70,11 +72,16 @@ fn wrapped(mut value: Value, levels: usize) -> Value {
     value
 }
 
-/// A JSON value of any depth up to and a little beyond the limit.
+/// A JSON value of any depth up to a little beyond the limit, often exactly at it or one past it.
 fn deep_json_value() -> impl Strategy<Value = Value> {
-    (json_value(), 0..=MAX_JSON_DEPTH + 4).prop_map(|(value, levels)| {
-        let room = (MAX_JSON_DEPTH + 4).saturating_sub(depth(&value));
-        wrapped(value, levels.min(room))
+    let target_depth = prop_oneof![
+        2 => 0..=MAX_JSON_DEPTH + 4,
+        1 => Just(MAX_JSON_DEPTH),
+        1 => Just(MAX_JSON_DEPTH + 1),
+    ];
+    (json_value(), target_depth).prop_map(|(value, target_depth)| {
+        let levels = target_depth.saturating_sub(depth(&value));
+        wrapped(value, levels)
     })
 }
 
