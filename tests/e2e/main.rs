@@ -8,5 +8,6 @@ mod ingest;
 mod json_api;
 mod recovery;
 mod reflection;
+mod security;
 mod subscriptions;
 mod watch;

@@ -63,12 +63,22 @@ impl TestServer {
         TestServer::start_with(&[]).await
     }
 
-    /// Starts a server with [`test_args`] followed by `extra` flags (later flags win).
+    /// Starts a server with [`test_args`] followed by `extra` flags (later flags win; repeatable flags
+    /// such as `--allow-target-cidr` add to the list instead).
     pub async fn start_with(extra: &[&str]) -> TestServer {
+        TestServer::start_with_edited_args(|args| {
+            args.extend(extra.iter().map(|arg| arg.to_string()));
+        })
+        .await
+    }
+
+    /// Starts a server with [`test_args`] as changed by `edit`, for tests that must remove one of them
+    /// (e.g. the loopback allow-list, which a later flag cannot take back).
+    pub async fn start_with_edited_args(edit: impl FnOnce(&mut Vec<String>)) -> TestServer {
         whd_server::telemetry::init_for_tests();
         let database = TestDatabase::create().await;
         let mut args = test_args(database.url());
-        args.extend(extra.iter().map(|arg| arg.to_string()));
+        edit(&mut args);
         let config = Config::from_args(args).expect("test flags parse");
         let app = App::bind(config).await.expect("the test server starts");
         let grpc_url = format!("http://{}", app.grpc_addr());
