@@ -11,6 +11,7 @@
 //! - Every change a watcher can see is a row in `delivery_log`, whose `cursor` increases in commit order.
 //! - Timestamps are milliseconds since the Unix epoch, taken from the database's clock for leases.
 
+mod batch;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder};
 
+use super::batch;
 use super::rows::{
     self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext,
 };
@@ -31,7 +32,8 @@ use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, Subsc
 impl_row_ext!(PgRow);
 
 /// The database's clock in milliseconds since the epoch. `clock_timestamp()` rather than `now()`,
-/// which would be the start of the transaction.
+/// which would be the start of the transaction. It is volatile, so a comparison against it is not an
+/// index condition: where it bounds an index scan, wrap it as `(SELECT NOW_MS)`, evaluated once.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// Class of the advisory lock that orders appends to `delivery_log`; the lock's second key is the
@@ -82,7 +84,11 @@ impl PostgresStore {
     /// Connects and migrates.
     pub async fn open(database_url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(database_url)?
-            .options([("statement_timeout", STATEMENT_TIMEOUT)])
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                // A node frozen mid-transaction (holding the log lock) must not stall the others.
+                ("idle_in_transaction_session_timeout", STATEMENT_TIMEOUT),
+            ])
             .application_name("whd");
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
@@ -258,125 +264,11 @@ impl Store for PostgresStore {
 
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut outcome = WriteOutcome::default();
         if batch.enqueue.is_empty() && batch.attempts.is_empty() {
-            return Ok(outcome);
+            return Ok(WriteOutcome::default());
         }
         Self::lock_log(&mut tx).await?;
-
-        for chunk in batch.enqueue.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
-                 lease_owner, lease_token, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, delivery| {
-                let (lease_ms, owner, token) = match &delivery.lease {
-                    Some(lease) => (
-                        duration_millis(lease.duration),
-                        Some(lease.owner.to_string()),
-                        1i64,
-                    ),
-                    None => (0, None, 0),
-                };
-                row.push_bind(delivery.id.as_str().to_owned())
-                    .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(
-                        delivery
-                            .event_type
-                            .as_ref()
-                            .map(|event_type| event_type.as_str().to_owned()),
-                    )
-                    .push_bind(delivery.payload.to_vec())
-                    .push_bind(DeliveryStatus::Pending.as_i64())
-                    .push(NOW_MS)
-                    .push_unseparated(" + ")
-                    .push_bind_unseparated(lease_ms)
-                    .push_bind(owner)
-                    .push_bind(token)
-                    .push(NOW_MS);
-            });
-            insert.build().execute(&mut *tx).await?;
-
-            let mut log = QueryBuilder::<Postgres>::new(
-                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at) ",
-            );
-            log.push_values(chunk, |mut row, delivery| {
-                row.push_bind(EventKind::Queued.as_i64())
-                    .push_bind(delivery.id.as_str().to_owned())
-                    .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(
-                        delivery
-                            .event_type
-                            .as_ref()
-                            .map(|event_type| event_type.as_str().to_owned()),
-                    )
-                    .push_bind(DeliveryStatus::Pending.as_i64())
-                    .push(NOW_MS);
-            });
-            log.push(format_args!(" RETURNING {EVENT_COLUMNS}"));
-            let mut logged = log
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(rows::logged_event)
-                .collect::<Result<Vec<_>, _>>()?;
-            logged.sort_by_key(|event| event.cursor);
-            outcome.queued.extend(logged);
-        }
-
-        let update_sql = format!(
-            "UPDATE deliveries SET status = $1, attempt_count = $2, \
-             next_attempt_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE {NOW_MS} + $3::bigint END, \
-             lease_owner = NULL, finished_at = CASE WHEN $1 = 1 THEN NULL ELSE {NOW_MS} END \
-             WHERE id = $4 AND status = 1 AND lease_token = $5 AND attempt_count = $6 \
-             RETURNING next_attempt_at"
-        );
-        let log_sql = format!(
-            "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-             attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {EVENT_COLUMNS}"
-        );
-        for attempt in &batch.attempts {
-            let status = attempt.outcome.resulting_status();
-            let fenced: Option<Option<i64>> =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(update_sql.clone()))
-                    .bind(status.as_i64())
-                    .bind(i64::from(attempt.attempt_number))
-                    .bind(attempt.retry_after.map(duration_millis))
-                    .bind(attempt.delivery_id.as_str())
-                    .bind(attempt.lease_token)
-                    .bind(i64::from(attempt.attempt_number) - 1)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some(next_attempt_at) = fenced else {
-                outcome.attempts.push(None);
-                continue;
-            };
-            let row = sqlx::query(sqlx::AssertSqlSafe(log_sql.clone()))
-                .bind(EventKind::Attempt.as_i64())
-                .bind(attempt.delivery_id.as_str())
-                .bind(attempt.subscription_id.as_str())
-                .bind(
-                    attempt
-                        .event_type
-                        .as_ref()
-                        .map(|event_type| event_type.as_str()),
-                )
-                .bind(status.as_i64())
-                .bind(attempt.attempt_time)
-                .bind(i64::from(attempt.attempt_number))
-                .bind(attempt.outcome.as_i64())
-                .bind(&attempt.target_url)
-                .bind(attempt.http_status.map(i64::from))
-                .bind(attempt.error.as_deref())
-                .bind(i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX))
-                .bind(attempt.node_id.as_ref())
-                .bind(next_attempt_at)
-                .fetch_one(&mut *tx)
-                .await?;
-            outcome.attempts.push(Some(rows::logged_event(&row)?));
-        }
+        let outcome = batch::write::<Postgres>(&mut tx, batch, NOW_MS, INSERT_CHUNK).await?;
 
         let queued_unleased = batch
             .enqueue
@@ -402,7 +294,7 @@ impl Store for PostgresStore {
         let sql = format!(
             "UPDATE deliveries SET lease_owner = $1, lease_token = lease_token + 1, \
              next_attempt_at = {NOW_MS} + $2 \
-             WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= {NOW_MS} \
+             WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= (SELECT {NOW_MS}) \
              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {CLAIM_COLUMNS}"
         );
         let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))

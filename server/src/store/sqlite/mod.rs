@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite};
 
+use super::batch;
 use super::rows::{
     self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext,
 };
@@ -216,123 +217,10 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
-        let now = now_millis();
+        // One process owns the file, so this node's clock is the database's clock.
+        let now = now_millis().to_string();
         let mut tx = self.begin_write().await?;
-        let mut outcome = WriteOutcome::default();
-
-        for chunk in batch.enqueue.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
-                 lease_owner, lease_token, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, delivery| {
-                let (due, owner, token) = match &delivery.lease {
-                    Some(lease) => (
-                        now + duration_millis(lease.duration),
-                        Some(lease.owner.to_string()),
-                        1,
-                    ),
-                    None => (now, None, 0),
-                };
-                row.push_bind(delivery.id.as_str().to_owned())
-                    .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(
-                        delivery
-                            .event_type
-                            .as_ref()
-                            .map(|event_type| event_type.as_str().to_owned()),
-                    )
-                    .push_bind(delivery.payload.to_vec())
-                    .push_bind(DeliveryStatus::Pending.as_i64())
-                    .push_bind(due)
-                    .push_bind(owner)
-                    .push_bind(token)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
-
-            let mut log = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at) ",
-            );
-            log.push_values(chunk, |mut row, delivery| {
-                row.push_bind(EventKind::Queued.as_i64())
-                    .push_bind(delivery.id.as_str().to_owned())
-                    .push_bind(delivery.subscription_id.as_str().to_owned())
-                    .push_bind(
-                        delivery
-                            .event_type
-                            .as_ref()
-                            .map(|event_type| event_type.as_str().to_owned()),
-                    )
-                    .push_bind(DeliveryStatus::Pending.as_i64())
-                    .push_bind(now);
-            });
-            log.push(format_args!(" RETURNING {EVENT_COLUMNS}"));
-            let mut logged = log
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(rows::logged_event)
-                .collect::<Result<Vec<_>, _>>()?;
-            // RETURNING does not promise an order; cursors were assigned in insertion order.
-            logged.sort_by_key(|event| event.cursor);
-            outcome.queued.extend(logged);
-        }
-
-        for attempt in &batch.attempts {
-            let status = attempt.outcome.resulting_status();
-            let next_attempt_at: Option<Millis> = attempt
-                .retry_after
-                .map(|delay| now + duration_millis(delay));
-            let finished_at = (status != DeliveryStatus::Pending).then_some(now);
-            let fenced_update = sqlx::query(
-                "UPDATE deliveries SET status = ?, attempt_count = ?, next_attempt_at = ?, lease_owner = NULL, \
-                 finished_at = ? WHERE id = ? AND status = 1 AND lease_token = ? AND attempt_count = ?",
-            )
-            .bind(status.as_i64())
-            .bind(i64::from(attempt.attempt_number))
-            .bind(next_attempt_at)
-            .bind(finished_at)
-            .bind(attempt.delivery_id.as_str())
-            .bind(attempt.lease_token)
-            .bind(i64::from(attempt.attempt_number) - 1)
-            .execute(&mut *tx)
-            .await?;
-            if fenced_update.rows_affected() == 0 {
-                outcome.attempts.push(None);
-                continue;
-            }
-            let sql = format!(
-                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-                 attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {EVENT_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(EventKind::Attempt.as_i64())
-                .bind(attempt.delivery_id.as_str())
-                .bind(attempt.subscription_id.as_str())
-                .bind(
-                    attempt
-                        .event_type
-                        .as_ref()
-                        .map(|event_type| event_type.as_str()),
-                )
-                .bind(status.as_i64())
-                .bind(attempt.attempt_time)
-                .bind(i64::from(attempt.attempt_number))
-                .bind(attempt.outcome.as_i64())
-                .bind(&attempt.target_url)
-                .bind(attempt.http_status.map(i64::from))
-                .bind(attempt.error.as_deref())
-                .bind(i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX))
-                .bind(attempt.node_id.as_ref())
-                .bind(next_attempt_at)
-                .fetch_one(&mut *tx)
-                .await?;
-            outcome.attempts.push(Some(rows::logged_event(&row)?));
-        }
-
+        let outcome = batch::write::<Sqlite>(&mut tx, batch, &now, INSERT_CHUNK).await?;
         tx.commit().await?;
         Ok(outcome)
     }
