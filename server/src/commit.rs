@@ -136,7 +136,15 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
         }
     }
 
-    match store.commit(&batch).await {
+    let started = std::time::Instant::now();
+    let result = store.commit(&batch).await;
+    tracing::trace!(
+        queued = batch.enqueue.len(),
+        attempts = batch.attempts.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "batch committed"
+    );
+    match result {
         Ok(outcome) => {
             let mut committed: Vec<LoggedEvent> = outcome
                 .queued

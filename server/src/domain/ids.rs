@@ -75,6 +75,13 @@ impl DeliveryId {
     pub fn generate() -> Self {
         DeliveryId(format!("msg_{}", uuid::Uuid::now_v7().simple()))
     }
+
+    /// The smallest id a delivery created at `millis` (since the epoch) can have: ids sort by their
+    /// leading 48-bit timestamp, so every delivery created earlier sorts below it.
+    pub fn first_at(millis: i64) -> String {
+        let timestamp = u64::try_from(millis).unwrap_or(0) & 0xffff_ffff_ffff;
+        format!("msg_{timestamp:012x}{}", "0".repeat(20))
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +97,15 @@ mod tests {
         assert_eq!(SubscriptionId::parse(a.as_str()).unwrap(), a);
         let d = DeliveryId::generate();
         assert_eq!(DeliveryId::parse(d.as_str()).unwrap(), d);
+    }
+
+    #[test]
+    fn ids_created_before_an_instant_sort_below_its_first_id() {
+        let before = DeliveryId::generate();
+        let boundary = DeliveryId::first_at(crate::store::now_millis() + 1);
+        assert!(before.as_str() < boundary.as_str(), "{before} < {boundary}");
+        assert!(boundary.as_str() < DeliveryId::first_at(crate::store::now_millis() + 10).as_str());
+        assert_eq!(boundary.len(), before.as_str().len());
     }
 
     #[test]

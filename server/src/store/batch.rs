@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::rows::{EVENT_COLUMNS, RowExt, logged_event};
-use super::{AttemptRecord, LoggedEvent, NewDelivery, StoreError, WriteBatch, WriteOutcome, duration_millis};
+use super::{
+    AttemptRecord, LoggedEvent, NewDelivery, StoreError, WriteBatch, WriteOutcome, duration_millis,
+};
 use crate::domain::{DeliveryStatus, EventKind};
 
 /// Inserts queued webhooks; a leased one is due when its lease expires, an unleased one at once.
@@ -27,12 +29,21 @@ where
     );
     insert.push_values(chunk, |mut row, delivery| {
         let (lease_ms, owner, token) = match &delivery.lease {
-            Some(lease) => (duration_millis(lease.duration), Some(lease.owner.to_string()), 1i64),
+            Some(lease) => (
+                duration_millis(lease.duration),
+                Some(lease.owner.to_string()),
+                1i64,
+            ),
             None => (0, None, 0),
         };
         row.push_bind(delivery.id.as_str().to_owned())
             .push_bind(delivery.subscription_id.as_str().to_owned())
-            .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+            .push_bind(
+                delivery
+                    .event_type
+                    .as_ref()
+                    .map(|event_type| event_type.as_str().to_owned()),
+            )
             .push_bind(delivery.payload.to_vec())
             .push_bind(DeliveryStatus::Pending.as_i64())
             .push(now)
@@ -61,7 +72,12 @@ where
         row.push_bind(EventKind::Queued.as_i64())
             .push_bind(delivery.id.as_str().to_owned())
             .push_bind(delivery.subscription_id.as_str().to_owned())
-            .push_bind(delivery.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+            .push_bind(
+                delivery
+                    .event_type
+                    .as_ref()
+                    .map(|event_type| event_type.as_str().to_owned()),
+            )
             .push_bind(DeliveryStatus::Pending.as_i64())
             .push(now);
     });
@@ -80,7 +96,8 @@ where
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
     DB::Arguments: Default,
 {
-    let mut update = QueryBuilder::<DB>::new("WITH v (id, status, attempt_count, delay_ms, lease_token) AS (");
+    let mut update =
+        QueryBuilder::<DB>::new("WITH v (id, status, attempt_count, delay_ms, lease_token) AS (");
     update.push_values(chunk, |mut row, attempt| {
         row.push_bind(attempt.delivery_id.as_str().to_owned())
             .push_bind(attempt.outcome.resulting_status().as_i64())
@@ -101,7 +118,9 @@ where
 
 /// Appends the log entries of attempts that passed the fencing check, returning them. `accepted`
 /// pairs each attempt with the delivery's next due time.
-pub(crate) fn insert_attempt_events<DB>(accepted: &[(&AttemptRecord, Option<i64>)]) -> QueryBuilder<DB>
+pub(crate) fn insert_attempt_events<DB>(
+    accepted: &[(&AttemptRecord, Option<i64>)],
+) -> QueryBuilder<DB>
 where
     DB: Database,
     for<'a> String: Encode<'a, DB> + Type<DB>,
@@ -118,7 +137,12 @@ where
         row.push_bind(EventKind::Attempt.as_i64())
             .push_bind(attempt.delivery_id.as_str().to_owned())
             .push_bind(attempt.subscription_id.as_str().to_owned())
-            .push_bind(attempt.event_type.as_ref().map(|event_type| event_type.as_str().to_owned()))
+            .push_bind(
+                attempt
+                    .event_type
+                    .as_ref()
+                    .map(|event_type| event_type.as_str().to_owned()),
+            )
             .push_bind(attempt.outcome.resulting_status().as_i64())
             .push_bind(attempt.attempt_time)
             .push_bind(i64::from(attempt.attempt_number))
@@ -141,8 +165,10 @@ pub(crate) fn accepted_attempts<'a>(
     chunk: &'a [AttemptRecord],
     updated: &[(String, Option<i64>)],
 ) -> Vec<Option<(&'a AttemptRecord, Option<i64>)>> {
-    let mut remaining: HashMap<&str, Option<i64>> =
-        updated.iter().map(|(id, next)| (id.as_str(), *next)).collect();
+    let mut remaining: HashMap<&str, Option<i64>> = updated
+        .iter()
+        .map(|(id, next)| (id.as_str(), *next))
+        .collect();
     let mut seen = HashSet::new();
     chunk
         .iter()
@@ -179,29 +205,44 @@ where
 {
     let mut outcome = WriteOutcome::default();
     for chunk in batch.enqueue.chunks(insert_chunk) {
-        insert_deliveries::<DB>(chunk, now).build().execute(&mut *connection).await?;
-        let rows = insert_queued_events::<DB>(chunk, now).build().fetch_all(&mut *connection).await?;
-        let mut logged = rows.iter().map(logged_event).collect::<Result<Vec<_>, _>>()?;
+        insert_deliveries::<DB>(chunk, now)
+            .build()
+            .execute(&mut *connection)
+            .await?;
+        let rows = insert_queued_events::<DB>(chunk, now)
+            .build()
+            .fetch_all(&mut *connection)
+            .await?;
+        let mut logged = rows
+            .iter()
+            .map(logged_event)
+            .collect::<Result<Vec<_>, _>>()?;
         // RETURNING promises no order; cursors were assigned in insertion order.
         logged.sort_by_key(|event| event.cursor);
         outcome.queued.extend(logged);
     }
     for chunk in batch.attempts.chunks(insert_chunk) {
-        let updated: Vec<(String, Option<i64>)> =
-            fenced_update::<DB>(chunk, now).build_query_as().fetch_all(&mut *connection).await?;
+        let updated: Vec<(String, Option<i64>)> = fenced_update::<DB>(chunk, now)
+            .build_query_as()
+            .fetch_all(&mut *connection)
+            .await?;
         let accepted = accepted_attempts(chunk, &updated);
-        let to_log: Vec<(&AttemptRecord, Option<i64>)> = accepted.iter().flatten().copied().collect();
+        let to_log: Vec<(&AttemptRecord, Option<i64>)> =
+            accepted.iter().flatten().copied().collect();
         let mut logged: HashMap<String, LoggedEvent> = HashMap::new();
         if !to_log.is_empty() {
-            let rows = insert_attempt_events::<DB>(&to_log).build().fetch_all(&mut *connection).await?;
+            let rows = insert_attempt_events::<DB>(&to_log)
+                .build()
+                .fetch_all(&mut *connection)
+                .await?;
             for row in &rows {
                 let event = logged_event(row)?;
                 logged.insert(event.delivery_id.as_str().to_owned(), event);
             }
         }
-        outcome.attempts.extend(
-            accepted.iter().map(|entry| entry.and_then(|(attempt, _)| logged.remove(attempt.delivery_id.as_str()))),
-        );
+        outcome.attempts.extend(accepted.iter().map(|entry| {
+            entry.and_then(|(attempt, _)| logged.remove(attempt.delivery_id.as_str()))
+        }));
     }
     Ok(outcome)
 }

@@ -410,7 +410,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The cursor of the newest log entry, 0 when the log is empty.
     async fn latest_cursor(&self) -> Result<i64, StoreError>;
     /// Deletes up to `limit` log entries logged before `before`, and up to `limit` finished deliveries
-    /// that finished before it.
+    /// created before it.
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

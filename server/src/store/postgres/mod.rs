@@ -389,20 +389,23 @@ impl Store for PostgresStore {
 
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
         // SKIP LOCKED: nodes purging at the same time take different rows instead of waiting.
+        // The oldest window of the log, by cursor, minus anything in it that is still recent: cursors
+        // grow with time, so this finds old entries without an index on their age.
         let log_entries = sqlx::query(
-            "DELETE FROM delivery_log WHERE cursor IN \
-             (SELECT cursor FROM delivery_log WHERE logged_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM delivery_log WHERE logged_at < $1 AND cursor IN \
+             (SELECT cursor FROM delivery_log ORDER BY cursor LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(before)
         .bind(i64::from(limit))
         .execute(&self.pool)
         .await?
         .rows_affected();
+        // Delivery ids begin with their creation time, so old rows are a primary-key range.
         let deliveries = sqlx::query(
             "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
-             WHERE status <> 1 AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+             WHERE id < $1 AND status <> 1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(before)
+        .bind(DeliveryId::first_at(before))
         .bind(i64::from(limit))
         .execute(&self.pool)
         .await?

@@ -27,8 +27,6 @@ CREATE TABLE deliveries (
     finished_at     BIGINT
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 1;
-CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE status <> 1;
-CREATE INDEX deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 1;
 
 -- cursor values are assigned under a transaction-level advisory lock held until commit, so that they
 -- become visible in cursor order on every node (see the store's commit).
@@ -51,4 +49,3 @@ CREATE TABLE delivery_log (
 );
 CREATE INDEX delivery_log_by_delivery ON delivery_log (delivery_id, cursor);
 CREATE INDEX delivery_log_attempts_by_subscription ON delivery_log (subscription_id, cursor) WHERE kind = 2;
-CREATE INDEX delivery_log_by_age ON delivery_log (logged_at);

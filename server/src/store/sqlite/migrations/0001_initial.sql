@@ -27,12 +27,11 @@ CREATE TABLE deliveries (
     created_at      INTEGER NOT NULL,
     finished_at     INTEGER
 );
--- Claiming: due pending rows, earliest first. Partial, so finished rows cost nothing here.
+-- Claiming: due pending rows, earliest first. Partial, so finished rows cost nothing here; it also
+-- serves deleting a subscription (which ends its pending rows). No other index: every index is paid
+-- for on each ingest and attempt. Retention needs none: delivery ids begin with their creation time
+-- (UUIDv7), and log cursors grow with time, so both purge by primary-key range.
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 1;
--- Retention: finished rows by age.
-CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE status <> 1;
--- Deleting a subscription ends its pending rows.
-CREATE INDEX deliveries_pending_by_subscription ON deliveries (subscription_id) WHERE status = 1;
 
 -- The delivery log: every queued webhook and every attempt. cursor orders events for watchers;
 -- AUTOINCREMENT so that a cursor is never reused after a purge. kind: 1 queued, 2 attempt.
@@ -57,5 +56,3 @@ CREATE TABLE delivery_log (
 CREATE INDEX delivery_log_by_delivery ON delivery_log (delivery_id, cursor);
 -- ListDeliveryAttempts: a subscription's attempts, newest first.
 CREATE INDEX delivery_log_attempts_by_subscription ON delivery_log (subscription_id, cursor) WHERE kind = 2;
--- Retention: entries by age.
-CREATE INDEX delivery_log_by_age ON delivery_log (logged_at);
