@@ -168,6 +168,7 @@ impl App {
             context,
             DispatcherSettings {
                 max_in_flight: config.max_in_flight,
+                max_in_flight_per_subscription: config.max_in_flight_per_subscription,
                 poll_interval: config.poll_interval,
                 lease: lease.clone(),
             },

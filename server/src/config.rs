@@ -92,6 +92,11 @@ pub struct Config {
     #[arg(long, env = "WHD_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
+    /// Most delivery attempts in flight at once to one subscription, so that a slow or hanging target
+    /// cannot take every slot from the others.
+    #[arg(long, env = "WHD_MAX_IN_FLIGHT_PER_SUBSCRIPTION", default_value_t = 64)]
+    pub max_in_flight_per_subscription: usize,
+
     /// How long a node owns a task it is attempting. Must exceed the attempt timeout by 5s or more,
     /// so that a live attempt is never taken over.
     #[arg(long, env = "WHD_LEASE", default_value = "60s", value_parser = parse_duration)]

@@ -272,6 +272,74 @@ async fn a_hanging_target_times_out_without_holding_up_other_subscriptions() {
 }
 
 #[tokio::test]
+async fn a_hanging_target_gets_no_more_than_its_in_flight_cap_and_others_keep_the_remaining_slots()
+{
+    let server = TestServer::start_with(&[
+        "--max-in-flight",
+        "4",
+        "--max-in-flight-per-subscription",
+        "2",
+        "--attempt-timeout",
+        "5s",
+        "--lease",
+        "10s",
+    ])
+    .await;
+    let hanging = Receiver::scripted(&[], Reply::Hang).await;
+    let healthy = Receiver::start(200).await;
+    let hanging_subscription = subscribe(&server, &hanging.url).await;
+    let healthy_subscription = subscribe(&server, &healthy.url).await;
+
+    let mut hanging_ids = Vec::new();
+    for n in 0..6 {
+        hanging_ids.push(
+            ingest(
+                &server.client,
+                &hanging_subscription,
+                &format!(r#"{{"n": {n}}}"#),
+            )
+            .await,
+        );
+    }
+    eventually(
+        DEADLINE,
+        "the hanging target holds two requests",
+        || async { (hanging.count() == 2).then_some(()) },
+    )
+    .await;
+    let mut healthy_ids = Vec::new();
+    for n in 0..5 {
+        healthy_ids.push(
+            ingest(
+                &server.client,
+                &healthy_subscription,
+                &format!(r#"{{"n": {n}}}"#),
+            )
+            .await,
+        );
+    }
+
+    for id in &healthy_ids {
+        delivery_with_status(&server.client, id, DeliveryStatus::Delivered).await;
+    }
+    assert_eq!(
+        hanging.count(),
+        2,
+        "the capped subscription never had more than two attempts out"
+    );
+    for id in &hanging_ids {
+        let delivery = server.client.get_delivery(id).await.unwrap();
+        assert!(
+            delivery.attempts.is_empty(),
+            "no hanging attempt has timed out yet: {:?}",
+            delivery.attempts
+        );
+    }
+    hanging.stop();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_failed_attempt_that_says_so() {
     let server = TestServer::start().await;
     let subscription = subscribe(&server, "http://127.0.0.1:1/").await;

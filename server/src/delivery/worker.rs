@@ -10,7 +10,7 @@
 //! too long is dropped from memory and will be claimed again from the database, so an attempt never
 //! runs on a lease that could expire under it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::attempt::{self, AttemptContext};
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
+use crate::domain::SubscriptionId;
 use crate::store::{ClaimedTask, LeaseRequest, Store, duration_millis, now_millis};
 
 /// Most tasks claimed from the database in one statement.
@@ -101,6 +102,80 @@ pub struct Dispatcher {
     wakeup: Arc<Wakeup>,
     hot: mpsc::Receiver<ClaimedTask>,
     backlog: VecDeque<ClaimedTask>,
+    per_subscription: SubscriptionLimits,
+}
+
+/// The per-subscription in-flight cap. A subscription at its cap gets no more attempts until one of
+/// its own finishes; its further tasks are parked here instead of taking global slots, so a target
+/// that hangs until the attempt timeout cannot take over the whole node.
+#[derive(Debug)]
+struct SubscriptionLimits {
+    cap: usize,
+    in_flight: HashMap<SubscriptionId, usize>,
+    parked: HashMap<SubscriptionId, VecDeque<ClaimedTask>>,
+    parked_total: usize,
+    /// Most tasks parked in memory at once; beyond it a task is dropped from memory and claimed
+    /// again from the database when its lease expires, so a hung target's backlog costs no memory.
+    max_parked: usize,
+    /// Attempts report here when they finish, freeing their subscription's slot.
+    finished_sender: mpsc::UnboundedSender<SubscriptionId>,
+    finished: mpsc::UnboundedReceiver<SubscriptionId>,
+}
+
+impl SubscriptionLimits {
+    fn new(cap: usize, max_parked: usize) -> Self {
+        let (finished_sender, finished) = mpsc::unbounded_channel();
+        SubscriptionLimits {
+            cap: cap.max(1),
+            in_flight: HashMap::new(),
+            parked: HashMap::new(),
+            parked_total: 0,
+            max_parked,
+            finished_sender,
+            finished,
+        }
+    }
+
+    /// Takes a slot for the task's subscription, or parks (or drops) the task and returns `None`.
+    fn admit(&mut self, task: ClaimedTask) -> Option<ClaimedTask> {
+        let running = self
+            .in_flight
+            .entry(task.subscription_id.clone())
+            .or_default();
+        if *running < self.cap {
+            *running += 1;
+            return Some(task);
+        }
+        if self.parked_total < self.max_parked {
+            self.parked_total += 1;
+            self.parked
+                .entry(task.subscription_id.clone())
+                .or_default()
+                .push_back(task);
+        } else {
+            tracing::debug!(delivery_id = %task.delivery_id, "subscription at its in-flight cap; task left for a later claim");
+        }
+        None
+    }
+
+    /// Frees a slot of `subscription`; returns its next parked task, if any.
+    fn release(&mut self, subscription: &SubscriptionId) -> Option<ClaimedTask> {
+        if let Some(running) = self.in_flight.get_mut(subscription) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                self.in_flight.remove(subscription);
+            }
+        }
+        let queue = self.parked.get_mut(subscription)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.parked.remove(subscription);
+        }
+        if next.is_some() {
+            self.parked_total -= 1;
+        }
+        next
+    }
 }
 
 /// Settings of the dispatcher.
@@ -110,6 +185,8 @@ pub struct DispatcherSettings {
     pub max_in_flight: usize,
     /// Fallback poll interval.
     pub poll_interval: Duration,
+    /// Most attempts at once to one subscription.
+    pub max_in_flight_per_subscription: usize,
     /// The lease taken on claimed tasks.
     pub lease: LeaseRequest,
 }
@@ -137,6 +214,10 @@ impl Dispatcher {
             wakeup,
             hot,
             backlog: VecDeque::new(),
+            per_subscription: SubscriptionLimits::new(
+                settings.max_in_flight_per_subscription,
+                settings.max_in_flight.saturating_mul(4),
+            ),
         };
         (dispatcher, HotQueue { sender })
     }
@@ -153,6 +234,10 @@ impl Dispatcher {
         loop {
             let permit = tokio::select! {
                 () = stop.cancelled() => break,
+                Some(subscription) = self.per_subscription.finished.recv() => {
+                    self.slot_freed(&subscription);
+                    continue;
+                }
                 permit = self.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             if let Some(task) = self.backlog.pop_front() {
@@ -163,6 +248,10 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                Some(subscription) = self.per_subscription.finished.recv() => {
+                    drop(permit);
+                    self.slot_freed(&subscription);
+                }
                 Some(task) = self.hot.recv() => self.start(task, permit, &abort, &attempts),
                 // Something changed the next due time: work it out again.
                 () = self.wakeup.notify.notified() => drop(permit),
@@ -204,8 +293,15 @@ impl Dispatcher {
         }
     }
 
+    /// An attempt of `subscription` finished: its next parked task, if any, goes first.
+    fn slot_freed(&mut self, subscription: &SubscriptionId) {
+        if let Some(task) = self.per_subscription.release(subscription) {
+            self.backlog.push_front(task);
+        }
+    }
+
     fn start(
-        &self,
+        &mut self,
         task: ClaimedTask,
         permit: OwnedSemaphorePermit,
         abort: &CancellationToken,
@@ -216,6 +312,11 @@ impl Dispatcher {
             tracing::debug!(delivery_id = %task.delivery_id, "lease too short to start; left for a later claim");
             return;
         }
+        let Some(task) = self.per_subscription.admit(task) else {
+            return;
+        };
+        let finished = self.per_subscription.finished_sender.clone();
+        let subscription = task.subscription_id.clone();
         let cache = self.cache.clone();
         let committer = self.committer.clone();
         let context = self.context.clone();
@@ -227,6 +328,8 @@ impl Dispatcher {
                 () = abort.cancelled() => {}
                 () = attempt_and_record(&cache, &committer, &context, &wakeup, task) => {}
             }
+            // The dispatcher may have stopped; then nobody needs the slot back.
+            let _ = finished.send(subscription);
         });
     }
 }
@@ -268,5 +371,63 @@ async fn attempt_and_record(
         Err(error) => {
             tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn task(subscription: &SubscriptionId) -> ClaimedTask {
+        ClaimedTask {
+            delivery_id: crate::domain::DeliveryId::generate(),
+            subscription_id: subscription.clone(),
+            event_type: None,
+            payload: Bytes::from_static(b"{}"),
+            attempts_made: 0,
+            lease_token: 1,
+            lease_expires_at: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_subscription_at_its_cap_parks_further_tasks_until_a_slot_frees() {
+        let (busy, other) = (SubscriptionId::generate(), SubscriptionId::generate());
+        let mut limits = SubscriptionLimits::new(2, 10);
+
+        assert!(limits.admit(task(&busy)).is_some());
+        assert!(limits.admit(task(&busy)).is_some());
+        let parked = task(&busy);
+        let parked_id = parked.delivery_id.clone();
+        assert!(
+            limits.admit(parked).is_none(),
+            "the third task of a capped subscription waits"
+        );
+        assert!(
+            limits.admit(task(&other)).is_some(),
+            "other subscriptions are not held up"
+        );
+
+        let next = limits
+            .release(&busy)
+            .expect("the parked task comes back when a slot frees");
+        assert_eq!(next.delivery_id, parked_id);
+        assert!(limits.release(&busy).is_none());
+        assert_eq!(limits.parked_total, 0);
+    }
+
+    #[test]
+    fn parking_is_bounded_and_overflow_is_left_to_the_database() {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(1, 1);
+        assert!(limits.admit(task(&busy)).is_some());
+        assert!(limits.admit(task(&busy)).is_none());
+        assert!(limits.admit(task(&busy)).is_none());
+        assert_eq!(
+            limits.parked_total, 1,
+            "the second overflowing task was dropped, not parked"
+        );
     }
 }
