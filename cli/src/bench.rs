@@ -58,6 +58,11 @@ pub struct BenchArgs {
     /// Share of deliveries (0 to 1) the receiver answers with 500, to load the retry path.
     #[arg(long, default_value_t = 0.0)]
     pub failure_rate: f64,
+    /// Share of webhooks (0 to 1) sent to one extra subscription whose receiver never answers, so that
+    /// each of its attempts runs into the server's attempt timeout. Rates and latencies are reported
+    /// for the other webhooks: how well they hold up next to a hanging target.
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_share: f64,
     /// Benchmark the server at --server/--ingest-url instead of starting one. It must be allowed to
     /// deliver to loopback (e.g. `--allow-target-cidr 127.0.0.0/8`).
     #[arg(long)]
@@ -103,8 +108,12 @@ pub struct BenchReport {
     pub end_to_end_latency_ms: Percentiles,
     /// Webhooks that got a 202.
     pub accepted: u64,
+    /// Accepted webhooks sent to the hanging target (`--hang-share`), never delivered.
+    pub hanging: u64,
     /// Accepted webhooks that reached the receiver.
     pub delivered: u64,
+    /// Accepted webhooks whose every attempt failed (only with `--failure-rate`).
+    pub failed_deliveries: u64,
     /// Requests the receiver got, retries included.
     pub receiver_requests: u64,
     /// Ingest failures by kind (`http 503`, `connect`, …).
@@ -146,6 +155,11 @@ pub(crate) async fn run(
     args: BenchArgs,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), CliError> {
+    if !(0.0..1.0).contains(&args.hang_share) {
+        return Err(CliError::Usage(
+            "--hang-share must be at least 0 and below 1".into(),
+        ));
+    }
     if !(0.0..1.0).contains(&args.failure_rate) {
         return Err(CliError::Usage(
             "--failure-rate must be at least 0 and below 1".into(),
@@ -199,17 +213,33 @@ pub(crate) async fn run(
             .await?;
         subscription_ids.push(created.id);
     }
+    let hanging_subscription = if args.hang_share > 0.0 {
+        let created = sdk
+            .create_subscription(CreateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    target_url: format!("http://{}/hang", receiver.addr),
+                    description: "whctl bench: hanging target".into(),
+                    ..Default::default()
+                }),
+                generate_secret: false,
+            })
+            .await?;
+        Some(created.id)
+    } else {
+        None
+    };
 
     let ingest = ingest_all(
         &client,
         &config.ingest_url,
         &subscription_ids,
+        hanging_subscription.as_deref(),
         &body,
         &args,
-        &receiver,
     )
     .await;
-    let delivered = wait_for_deliveries(&receiver, &ingest, args.drain_timeout).await;
+    let (delivered, failed_deliveries) =
+        wait_for_deliveries(&receiver, &ingest, &sdk, args.drain_timeout).await;
     let server_peak_rss_mib = server.as_ref().and_then(StartedServer::peak_rss_mib);
     if let Some(server) = server {
         server.stop().await;
@@ -241,18 +271,21 @@ pub(crate) async fn run(
         delivery_ratio: ceiling_rps.map(|ceiling| delivery_rps / ceiling),
         end_to_end_latency_ms: Percentiles::of(&end_to_end),
         accepted: ingest.accepted,
+        hanging: ingest.hanging,
         delivered,
+        failed_deliveries,
         receiver_requests: receiver.requests.load(Ordering::Relaxed),
         errors: ingest.errors,
         server_peak_rss_mib,
     };
     receiver.stop();
     print_report(&report, context.output, out)?;
-    if report.delivered < report.accepted {
+    let expected = report.accepted - report.hanging;
+    if report.delivered + report.failed_deliveries < expected {
         return Err(CliError::Bench(format!(
-            "{} of {} accepted webhooks were not delivered within {}",
-            report.accepted - report.delivered,
-            report.accepted,
+            "{} of {} accepted webhooks were neither delivered nor failed within {}",
+            expected - report.delivered - report.failed_deliveries,
+            expected,
             humantime::format_duration(args.drain_timeout)
         )));
     }
@@ -340,10 +373,13 @@ async fn measure_ceiling(
 struct IngestOutcome {
     started: Instant,
     finished: Instant,
+    /// Webhooks answered 202, to the hanging target too.
     accepted: u64,
+    /// Of those, webhooks sent to the hanging target.
+    hanging: u64,
     latency: Histogram<u64>,
     errors: HashMap<String, u64>,
-    /// When each accepted delivery's ingest request started.
+    /// When each accepted delivery's ingest request started (the hanging target's excluded).
     sent_at: HashMap<String, Instant>,
 }
 
@@ -351,15 +387,20 @@ async fn ingest_all(
     client: &BenchClient,
     ingest_url: &str,
     subscription_ids: &[String],
+    hanging_subscription: Option<&str>,
     body: &Bytes,
     args: &BenchArgs,
-    receiver: &Receiver,
 ) -> IngestOutcome {
+    let ingest_url = ingest_url.trim_end_matches('/');
+    let hanging_url: Arc<Option<String>> =
+        Arc::new(hanging_subscription.map(|id| format!("{ingest_url}/ingest/{id}")));
+    let hang_share = args.hang_share;
+    let hanging = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let urls: Arc<Vec<String>> = Arc::new(
         subscription_ids
             .iter()
-            .map(|id| format!("{}/ingest/{id}", ingest_url.trim_end_matches('/')))
+            .map(|id| format!("{ingest_url}/ingest/{id}"))
             .collect(),
     );
     let progress = progress_bar(args.count, "ingest");
@@ -367,12 +408,14 @@ async fn ingest_all(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        let (client, urls, body, next, progress) = (
+        let (client, urls, body, next, progress, hanging_url, hanging) = (
             client.clone(),
             urls.clone(),
             body.clone(),
             next.clone(),
             progress.clone(),
+            hanging_url.clone(),
+            hanging.clone(),
         );
         tasks.spawn(async move {
             let mut latency =
@@ -384,12 +427,20 @@ async fn ingest_all(
                 if index >= count {
                     break;
                 }
-                let url = &urls[(index % urls.len() as u64) as usize];
+                // An even spread: webhook n goes to the hanging target when n·share crosses an integer.
+                let hangs = (index as f64 * hang_share).floor()
+                    != ((index + 1) as f64 * hang_share).floor();
+                let url = match hanging_url.as_deref() {
+                    Some(hanging) if hangs => hanging,
+                    _ => &urls[(index % urls.len() as u64) as usize],
+                };
                 let sent = Instant::now();
                 match post(&client, url, &body).await {
                     Ok((StatusCode::ACCEPTED, answer)) => {
                         let _ = latency.record(sent.elapsed().as_micros() as u64);
-                        if let Some(id) = delivery_id(&answer) {
+                        if hangs {
+                            hanging.fetch_add(1, Ordering::Relaxed);
+                        } else if let Some(id) = delivery_id(&answer) {
                             sent_at.insert(id, sent);
                         }
                     }
@@ -419,11 +470,11 @@ async fn ingest_all(
     }
     let finished = Instant::now();
     progress.finish_and_clear();
-    receiver.expect(sent_at.len() as u64);
     IngestOutcome {
         started,
         finished,
-        accepted: sent_at.len() as u64,
+        accepted: sent_at.len() as u64 + hanging.load(Ordering::Relaxed),
+        hanging: hanging.load(Ordering::Relaxed),
         latency,
         errors,
         sent_at,
@@ -436,26 +487,55 @@ fn delivery_id(answer: &[u8]) -> Option<String> {
 }
 
 /// Waits until every accepted webhook reached the receiver, or the timeout; returns how many did.
+/// Waits until every accepted webhook reached the receiver or ended FAILED on the server (all its
+/// attempts failed, possible with `--failure-rate`), or until the timeout. Returns how many were
+/// delivered and how many failed for good.
 async fn wait_for_deliveries(
     receiver: &Receiver,
     ingest: &IngestOutcome,
+    sdk: &Client,
     timeout: Duration,
-) -> u64 {
-    let progress = progress_bar(ingest.accepted, "deliver");
+) -> (u64, u64) {
+    let tracked = ingest.sent_at.len() as u64;
+    let progress = progress_bar(tracked, "deliver");
     let give_up = Instant::now() + timeout;
+    let mut last_progress = (0, Instant::now());
     loop {
-        let delivered = ingest
+        let missing: Vec<&String> = ingest
             .sent_at
             .keys()
-            .filter(|id| receiver.has_delivered(id))
-            .count() as u64;
+            .filter(|id| !receiver.has_delivered(id))
+            .collect();
+        let delivered = tracked - missing.len() as u64;
         progress.set_position(delivered);
-        if delivered >= ingest.accepted || Instant::now() >= give_up {
+        if delivered != last_progress.0 {
+            last_progress = (delivered, Instant::now());
+        }
+        // Stalled for a while with few left: ask the server whether the rest gave up for good.
+        let stalled = last_progress.1.elapsed() > Duration::from_secs(2);
+        let failed = if stalled && !missing.is_empty() && missing.len() <= 1000 {
+            count_failed(sdk, &missing).await
+        } else {
+            0
+        };
+        if missing.len() as u64 == failed || Instant::now() >= give_up {
             progress.finish_and_clear();
-            return delivered;
+            return (delivered, failed);
         }
         receiver.wait_for_more(Duration::from_millis(200)).await;
     }
+}
+
+async fn count_failed(sdk: &Client, ids: &[&String]) -> u64 {
+    let mut failed = 0;
+    for id in ids {
+        if let Ok(delivery) = sdk.get_delivery(id.as_str()).await
+            && delivery.status() == whd_sdk::DeliveryStatus::Failed
+        {
+            failed += 1;
+        }
+    }
+    failed
 }
 
 fn progress_bar(length: u64, phase: &'static str) -> ProgressBar {
@@ -508,21 +588,27 @@ impl Receiver {
                     accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
                 };
                 let _ = stream.set_nodelay(true);
-                let (requests, first_seen, arrived, failures) = (
+                let (requests, first_seen, arrived, failures, stop) = (
                     requests.clone(),
                     first_seen.clone(),
                     arrived.clone(),
                     failures.clone(),
+                    stop.clone(),
                 );
                 tokio::spawn(async move {
                     let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let (requests, first_seen, arrived, failures) = (
+                        let (requests, first_seen, arrived, failures, stop) = (
                             requests.clone(),
                             first_seen.clone(),
                             arrived.clone(),
                             failures.clone(),
+                            stop.clone(),
                         );
                         async move {
+                            // The hanging target answers only when the benchmark ends.
+                            if request.uri().path() == "/hang" {
+                                stop.cancelled().await;
+                            }
                             let is_delivery = request.uri().path().starts_with("/hook/");
                             let id = request
                                 .headers()
@@ -565,8 +651,6 @@ impl Receiver {
         });
         Ok(receiver)
     }
-
-    fn expect(&self, _accepted: u64) {}
 
     fn has_delivered(&self, id: &str) -> bool {
         self.first_seen
@@ -771,8 +855,11 @@ fn print_report(
         (
             "delivered",
             format!(
-                "{} of {} accepted ({} receiver requests)",
-                report.delivered, report.accepted, report.receiver_requests
+                "{} of {} accepted, {} failed for good ({} receiver requests)",
+                report.delivered,
+                report.accepted,
+                report.failed_deliveries,
+                report.receiver_requests
             ),
         ),
         (

@@ -3,6 +3,7 @@
 mod attempt_log;
 mod cli;
 mod dashboard;
+mod bench;
 mod delivery;
 mod ingest;
 mod json_api;

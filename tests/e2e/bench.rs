@@ -1,0 +1,87 @@
+//! `whctl bench` against a running server: a smoke test of the load generator that checks counts
+//! only. Speed is measured by running the benchmark, never asserted here.
+
+use whd_e2e::TestServer;
+
+#[tokio::test]
+async fn bench_delivers_every_webhook_it_sends_and_reports_counts_as_json() {
+    let server = TestServer::start().await;
+
+    let (result, stdout) = server
+        .whctl(&[
+            "bench",
+            "--external",
+            "-n",
+            "300",
+            "-c",
+            "8",
+            "--subscriptions",
+            "3",
+            "--payload-size",
+            "256",
+            "-o",
+            "json",
+        ])
+        .await;
+
+    result.expect("the benchmark completes");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["count"], 300);
+    assert_eq!(report["accepted"], 300);
+    assert_eq!(report["delivered"], 300);
+    assert_eq!(report["receiver_requests"], 300);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(
+        report["ceiling_rps"].as_f64().is_some_and(|rps| rps > 0.0),
+        "{report}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bench_with_failures_and_a_hanging_target_still_delivers_the_others() {
+    let server = TestServer::start().await;
+
+    let (result, stdout) = server
+        .whctl(&[
+            "bench",
+            "--external",
+            "--no-ceiling",
+            "-n",
+            "200",
+            "-c",
+            "8",
+            "--failure-rate",
+            "0.2",
+            "--hang-share",
+            "0.1",
+            "-o",
+            "json",
+        ])
+        .await;
+
+    result.expect("the benchmark completes");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["accepted"], 200, "{report}");
+    let hanging = report["hanging"].as_u64().unwrap();
+    let delivered = report["delivered"].as_u64().unwrap();
+    let failed = report["failed_deliveries"].as_u64().unwrap();
+    assert!(
+        (19..=21).contains(&hanging),
+        "about a tenth went to the hanging target: {report}"
+    );
+    assert_eq!(
+        delivered + failed + hanging,
+        200,
+        "every other webhook was delivered or ran out of attempts: {report}"
+    );
+    assert!(
+        delivered >= 150,
+        "most webhooks get through a 20% failure rate in three attempts: {report}"
+    );
+    assert!(
+        report["receiver_requests"].as_u64().unwrap() > delivered,
+        "failed attempts were retried: {report}"
+    );
+    server.stop().await;
+}
