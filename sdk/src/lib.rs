@@ -17,7 +17,9 @@
 //!             target_url: "https://example.com/webhooks".into(),
 //!             ..Default::default()
 //!         }),
-//!         generate_secret: true,
+//!         // With a secret, deliveries are signed and ingest must carry an X-Hub-Signature-256
+//!         // (see `IngestOptions::signature`); this example keeps it simple.
+//!         generate_secret: false,
 //!     })
 //!     .await?;
 //!

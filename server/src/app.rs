@@ -233,6 +233,7 @@ impl App {
             service.clone(),
             health_service,
             auth,
+            config.cors_allow_origins.clone(),
             grpc_stop.clone(),
         ));
 

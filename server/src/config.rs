@@ -56,7 +56,8 @@ pub struct Config {
     #[arg(long, env = "WHD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Address of the HTTP gateway (`POST /ingest/{subscription_id}`, `/healthz`).
+    /// Address of the HTTP gateway: `POST /ingest/{subscription_id}`, `/healthz`, the `/v1` JSON API
+    /// and the dashboard at `/`.
     #[arg(long, env = "WHD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
@@ -143,12 +144,13 @@ pub struct Config {
     #[arg(long, env = "WHD_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
 
-    /// Bearer token every gRPC call must carry (`authorization: Bearer <token>`). Health and reflection
-    /// stay open. Unset: no authentication, which is only allowed on a loopback gRPC address.
+    /// Bearer token every gRPC call and every `/v1` JSON call (hence the dashboard) must carry
+    /// (`authorization: Bearer <token>`). Health, reflection and ingest stay open. Unset: no
+    /// authentication, which is only allowed when both ports are on loopback.
     #[arg(long, env = "WHD_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
-    /// Allow serving gRPC on a non-loopback address without an API token.
+    /// Allow serving gRPC or HTTP on a non-loopback address without an API token.
     #[arg(long, env = "WHD_INSECURE")]
     pub insecure: bool,
 
@@ -156,6 +158,15 @@ pub struct Config {
     /// readers).
     #[arg(long, env = "WHD_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+
+    /// Origin allowed to call the gRPC API from a browser with gRPC-Web (CORS), e.g.
+    /// `https://ops.example.com`. Repeatable; `*` allows any origin. Default: none (same-origin only).
+    #[arg(
+        long = "cors-allow-origin",
+        env = "WHD_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
 
     /// Name of this node in leases; defaults to a random name per process.
     #[arg(long, env = "WHD_NODE_ID")]

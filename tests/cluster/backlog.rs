@@ -19,7 +19,7 @@ const DUE: i64 = 1_000;
 const CLAIM: &str = "UPDATE deliveries SET lease_owner = 'explain', lease_token = lease_token + 1, \
      next_attempt_at = (extract(epoch from clock_timestamp()) * 1000)::bigint + 7000 \
      WHERE id IN (SELECT id FROM deliveries WHERE status = 1 \
-     AND next_attempt_at <= (extract(epoch from clock_timestamp()) * 1000)::bigint \
+     AND next_attempt_at <= (SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint) \
      ORDER BY next_attempt_at LIMIT 256 FOR UPDATE SKIP LOCKED) \
      RETURNING id, subscription_id, event_type, payload, attempt_count, lease_token, next_attempt_at";
 

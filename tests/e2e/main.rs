@@ -5,6 +5,7 @@ mod cli;
 mod dashboard;
 mod bench;
 mod delivery;
+mod grpc_web;
 mod ingest;
 mod json_api;
 mod recovery;

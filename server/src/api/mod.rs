@@ -28,6 +28,7 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
     service: Service,
     health: tonic_health::pb::health_server::HealthServer<H>,
     auth: auth::RequireToken,
+    cors_allow_origins: Vec<String>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -52,7 +53,12 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
     let subscriptions = InterceptedService::new(subscriptions, auth.clone());
     let deliveries = InterceptedService::new(deliveries, auth);
 
+    // Browsers speak gRPC-Web over HTTP/1.1; the CORS layer sits outside the translation so that
+    // preflight requests are answered before they reach it.
     tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(cors_layer(&cors_allow_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -60,4 +66,30 @@ pub async fn serve<H: tonic_health::pb::health_server::Health>(
         .add_service(deliveries)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// CORS for gRPC-Web callers: only the configured origins (`*` for any); none by default.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::header::{HeaderName, HeaderValue};
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([http::Method::POST])
+        .allow_headers(Any)
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+        ])
+        .max_age(std::time::Duration::from_secs(24 * 3600))
 }
