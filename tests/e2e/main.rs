@@ -1,9 +1,9 @@
 //! End-to-end suite: a real whd, a real SQLite file, real HTTP receivers on loopback.
 
 mod attempt_log;
+mod bench;
 mod cli;
 mod dashboard;
-mod bench;
 mod delivery;
 mod grpc_web;
 mod ingest;
