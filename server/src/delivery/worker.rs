@@ -28,6 +28,9 @@ use crate::store::{ClaimedTask, LeaseRequest, Store, duration_millis, now_millis
 /// Most tasks claimed from the database in one statement.
 const CLAIM_BATCH: u32 = 256;
 
+/// How many rounds of its in-flight cap one subscription may park in memory.
+const PARKED_ROUNDS: usize = 16;
+
 /// Time a lease must still have left when an attempt starts, beyond the attempt timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
@@ -105,6 +108,23 @@ pub struct Dispatcher {
     per_subscription: SubscriptionLimits,
 }
 
+/// One attempt's hold on its subscription's in-flight slot, given back when dropped: after the
+/// request, or when the attempt is abandoned.
+#[derive(Debug)]
+struct SubscriptionSlot {
+    subscription: Option<SubscriptionId>,
+    finished: mpsc::UnboundedSender<SubscriptionId>,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        if let Some(subscription) = self.subscription.take() {
+            // The dispatcher may have stopped; then nobody needs the slot back.
+            let _ = self.finished.send(subscription);
+        }
+    }
+}
+
 /// The per-subscription in-flight cap. A subscription at its cap gets no more attempts until one of
 /// its own finishes; its further tasks are parked here instead of taking global slots, so a target
 /// that hangs until the attempt timeout cannot take over the whole node.
@@ -146,12 +166,14 @@ impl SubscriptionLimits {
             *running += 1;
             return Some(task);
         }
-        if self.parked_total < self.max_parked {
+        // Each subscription may park a few rounds of its cap, so that a hanging target cannot fill the
+        // parking space that the others need.
+        let queue = self.parked.entry(task.subscription_id.clone()).or_default();
+        if self.parked_total < self.max_parked
+            && queue.len() < self.cap.saturating_mul(PARKED_ROUNDS)
+        {
             self.parked_total += 1;
-            self.parked
-                .entry(task.subscription_id.clone())
-                .or_default()
-                .push_back(task);
+            queue.push_back(task);
         } else {
             tracing::debug!(delivery_id = %task.delivery_id, "subscription at its in-flight cap; task left for a later claim");
         }
@@ -315,8 +337,10 @@ impl Dispatcher {
         let Some(task) = self.per_subscription.admit(task) else {
             return;
         };
-        let finished = self.per_subscription.finished_sender.clone();
-        let subscription = task.subscription_id.clone();
+        let slot = SubscriptionSlot {
+            subscription: Some(task.subscription_id.clone()),
+            finished: self.per_subscription.finished_sender.clone(),
+        };
         let cache = self.cache.clone();
         let committer = self.committer.clone();
         let context = self.context.clone();
@@ -326,10 +350,8 @@ impl Dispatcher {
             let _permit = permit;
             tokio::select! {
                 () = abort.cancelled() => {}
-                () = attempt_and_record(&cache, &committer, &context, &wakeup, task) => {}
+                () = attempt_and_record(&cache, &committer, &context, &wakeup, task, slot) => {}
             }
-            // The dispatcher may have stopped; then nobody needs the slot back.
-            let _ = finished.send(subscription);
         });
     }
 }
@@ -340,6 +362,7 @@ async fn attempt_and_record(
     context: &AttemptContext,
     wakeup: &Wakeup,
     task: ClaimedTask,
+    slot: SubscriptionSlot,
 ) {
     let subscription = match cache.get(&task.subscription_id).await {
         Ok(subscription) => subscription,
@@ -350,6 +373,8 @@ async fn attempt_and_record(
         }
     };
     let record = attempt::run(context, &task, subscription.as_deref()).await;
+    // The target is done with this request: its subscription's slot is free while the result commits.
+    drop(slot);
     let retry_after = record.retry_after;
     tracing::debug!(
         delivery_id = %record.delivery_id,
