@@ -13,6 +13,7 @@
 
 mod batch;
 pub mod postgres;
+mod reads;
 mod rows;
 pub mod sqlite;
 

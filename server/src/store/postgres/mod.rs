@@ -15,18 +15,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder};
 
-use super::batch;
-use super::rows::{
-    self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext,
-};
+use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, Notification,
     OpenOptions, PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord,
     WriteBatch, WriteOutcome, duration_millis, encode_event_types,
 };
+use super::{batch, reads};
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
 impl_row_ext!(PgRow);
@@ -155,12 +153,7 @@ impl Store for PostgresStore {
         &self,
         id: &SubscriptionId,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::subscription).transpose()
+        reads::subscription(&self.pool, id).await
     }
 
     async fn list_subscriptions(
@@ -168,20 +161,7 @@ impl Store for PostgresStore {
         after: Option<&SubscriptionCursor>,
         limit: u32,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let (created_at, id) = after.map_or((i64::MIN, String::new()), |cursor| {
-            (cursor.created_at, cursor.id.clone())
-        });
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE (created_at, id) > ($1, $2) \
-             ORDER BY created_at, id LIMIT $3"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(created_at)
-            .bind(id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::subscription).collect()
+        reads::subscriptions(&self.pool, after, limit).await
     }
 
     async fn update_subscription(
@@ -324,23 +304,11 @@ impl Store for PostgresStore {
     }
 
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(rows::delivery).transpose()
+        reads::delivery(&self.pool, id).await
     }
 
     async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE delivery_id = $1 AND kind = 2 ORDER BY cursor"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::delivery_attempts(&self.pool, id).await
     }
 
     async fn subscription_attempts(
@@ -349,17 +317,7 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE subscription_id = $1 AND kind = 2 AND cursor < $2 \
-             ORDER BY cursor DESC LIMIT $3"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::subscription_attempts(&self.pool, id, before, limit).await
     }
 
     async fn events_after(
@@ -368,16 +326,7 @@ impl Store for PostgresStore {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let mut query = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "
-        ));
-        query.push_bind(after);
-        rows::push_event_filter(&mut query, filter);
-        query
-            .push(" ORDER BY cursor LIMIT ")
-            .push_bind(i64::from(limit));
-        let found = query.build().fetch_all(&self.pool).await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::events_after(&self.pool, after, filter, limit).await
     }
 
     async fn latest_cursor(&self) -> Result<i64, StoreError> {

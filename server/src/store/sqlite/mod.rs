@@ -9,21 +9,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite};
 
-use super::batch;
-use super::rows::{
-    self, CLAIM_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, SUBSCRIPTION_COLUMNS, impl_row_ext,
-};
+use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions,
     PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch,
     WriteOutcome, duration_millis, encode_event_types, now_millis,
 };
+use super::{batch, reads};
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
 impl_row_ext!(SqliteRow);
@@ -120,12 +118,7 @@ impl Store for SqliteStore {
         &self,
         id: &SubscriptionId,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(rows::subscription).transpose()
+        reads::subscription(&self.reader, id).await
     }
 
     async fn list_subscriptions(
@@ -133,20 +126,7 @@ impl Store for SqliteStore {
         after: Option<&SubscriptionCursor>,
         limit: u32,
     ) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let (created_at, id) = after.map_or((i64::MIN, String::new()), |cursor| {
-            (cursor.created_at, cursor.id.clone())
-        });
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE (created_at, id) > (?, ?) \
-             ORDER BY created_at, id LIMIT ?"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(created_at)
-            .bind(id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        found.iter().map(rows::subscription).collect()
+        reads::subscriptions(&self.reader, after, limit).await
     }
 
     async fn update_subscription(
@@ -270,23 +250,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(rows::delivery).transpose()
+        reads::delivery(&self.reader, id).await
     }
 
     async fn delivery_attempts(&self, id: &DeliveryId) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE delivery_id = ? AND kind = 2 ORDER BY cursor"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_all(&self.reader)
-            .await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::delivery_attempts(&self.reader, id).await
     }
 
     async fn subscription_attempts(
@@ -295,17 +263,7 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE subscription_id = ? AND kind = 2 AND cursor < ? \
-             ORDER BY cursor DESC LIMIT ?"
-        );
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::subscription_attempts(&self.reader, id, before, limit).await
     }
 
     async fn events_after(
@@ -314,16 +272,7 @@ impl Store for SqliteStore {
         filter: &EventFilter,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor > "
-        ));
-        query.push_bind(after);
-        rows::push_event_filter(&mut query, filter);
-        query
-            .push(" ORDER BY cursor LIMIT ")
-            .push_bind(i64::from(limit));
-        let found = query.build().fetch_all(&self.reader).await?;
-        found.iter().map(rows::logged_event).collect()
+        reads::events_after(&self.reader, after, filter, limit).await
     }
 
     async fn latest_cursor(&self) -> Result<i64, StoreError> {
