@@ -156,3 +156,17 @@ where
     let found = query.build().fetch_all(executor).await?;
     found.iter().map(rows::logged_event).collect()
 }
+
+/// The newest cursor in the log, 0 when it is empty.
+pub(crate) async fn latest_cursor<'c, DB, E>(executor: E) -> Result<i64, StoreError>
+where
+    DB: Database,
+    E: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: IntoArguments<DB>,
+    for<'r> (Option<i64>,): sqlx::FromRow<'r, DB::Row>,
+{
+    let (latest,): (Option<i64>,) = sqlx::query_as("SELECT MAX(cursor) FROM delivery_log")
+        .fetch_one(executor)
+        .await?;
+    Ok(latest.unwrap_or(0))
+}

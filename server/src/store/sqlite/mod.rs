@@ -276,10 +276,7 @@ impl Store for SqliteStore {
     }
 
     async fn latest_cursor(&self) -> Result<i64, StoreError> {
-        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(cursor) FROM delivery_log")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(latest.unwrap_or(0))
+        reads::latest_cursor(&self.reader).await
     }
 
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
