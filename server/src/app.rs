@@ -333,6 +333,3 @@ async fn wait_until(tracker: &TaskTracker, deadline: tokio::time::Instant) -> bo
         .await
         .is_ok()
 }
-
-/// The grace period's default, for embedding.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

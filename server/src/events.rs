@@ -1,5 +1,6 @@
-//! The in-process hub of delivery events. Every committed log entry is published here, in cursor
-//! order, by the one task that commits them ([`crate::commit`]); watch streams subscribe.
+//! The in-process hub of delivery events. Every committed log entry is published here in cursor
+//! order, by the one task that commits them ([`crate::commit`]) or, when several nodes share the
+//! database, by the log follower ([`crate::notifications`]); watch streams subscribe.
 //!
 //! The hub is a broadcast ring buffer: publishing never waits for a watcher, and each watcher reads at
 //! its own pace from a bounded window. A watcher that falls more than the window behind loses the
@@ -58,10 +59,5 @@ impl EventHub {
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
         self.sender.subscribe()
-    }
-
-    /// How many watchers are subscribed.
-    pub fn watcher_count(&self) -> usize {
-        self.sender.receiver_count()
     }
 }

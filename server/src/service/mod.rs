@@ -86,11 +86,6 @@ impl Service {
         }
     }
 
-    /// The event hub, for watchers.
-    pub fn hub(&self) -> &EventHub {
-        &self.inner.hub
-    }
-
     /// The configured body limit.
     pub fn max_body_size(&self) -> u64 {
         self.inner.settings.max_body_size
