@@ -119,6 +119,24 @@ impl Browser {
         .await
     }
 
+    /// Waits until the element matching `css` shows exactly `expected`: the page re-renders after
+    /// its API call returns, so the old text may still be showing for a moment.
+    async fn wait_for_text(&self, css: &str, expected: &str) {
+        let what = format!("{css} shows {expected:?}");
+        eventually(DEADLINE, &what, || async move {
+            let text = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text.trim() == expected).then_some(())
+        })
+        .await
+    }
+
     async fn click(&self, css: &str) {
         self.find(css)
             .await
@@ -336,10 +354,12 @@ async fn a_person_creates_a_subscription_tests_it_and_follows_its_deliveries() {
         .type_into("#field-description", "orders service v2")
         .await;
     browser.click("#form-submit").await;
-    let description = browser
-        .text_of(&format!("{item} .subscription-description"))
+    browser
+        .wait_for_text(
+            &format!("{item} .subscription-description"),
+            "orders service v2",
+        )
         .await;
-    assert_eq!(description, "orders service v2");
     let failing_item = format!("li[data-subscription-id='{}']", failing.id);
     browser
         .click(&format!("{failing_item} button[data-action='delete']"))
