@@ -38,8 +38,8 @@ const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// schema's hash, so that separate schemas in one database (tests, tenants) do not serialise each other.
 const LOG_LOCK_CLASS: i32 = 0x0077_6864;
 
-/// Rows per multi-row INSERT, under PostgreSQL's 65,535 bind parameters.
-const INSERT_CHUNK: usize = 1000;
+/// Rows per multi-row statement (a power of two), well under PostgreSQL's 65,535 bind parameters.
+const INSERT_CHUNK: usize = 512;
 
 /// How long a request waits for a free connection before the database counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -248,7 +248,7 @@ impl Store for PostgresStore {
             return Ok(WriteOutcome::default());
         }
         Self::lock_log(&mut tx).await?;
-        let outcome = batch::write::<Postgres>(&mut tx, batch, NOW_MS, INSERT_CHUNK).await?;
+        let outcome = batch::write::<Postgres>(&mut tx, batch, batch::Now::Expression(NOW_MS), INSERT_CHUNK).await?;
 
         let queued_unleased = batch
             .enqueue

@@ -26,7 +26,7 @@ use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, Subsc
 
 impl_row_ext!(SqliteRow);
 
-/// Rows per multi-row INSERT: well under SQLite's limit of 32,766 bound parameters.
+/// Rows per multi-row statement (a power of two): well under SQLite's limit of 32,766 bound parameters.
 const INSERT_CHUNK: usize = 256;
 
 /// How long a statement waits for the write lock before giving up; generous because the only
@@ -204,9 +204,9 @@ impl Store for SqliteStore {
 
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         // One process owns the file, so this node's clock is the database's clock.
-        let now = now_millis().to_string();
+        let now = batch::Now::Value(now_millis());
         let mut tx = self.begin_write().await?;
-        let outcome = batch::write::<Sqlite>(&mut tx, batch, &now, INSERT_CHUNK).await?;
+        let outcome = batch::write::<Sqlite>(&mut tx, batch, now, INSERT_CHUNK).await?;
         tx.commit().await?;
         Ok(outcome)
     }
