@@ -1,15 +1,20 @@
-//! Statements that write a whole group-commit batch at once, shared by both backends. A batch costs a
-//! handful of statements whatever its size: one multi-row insert per table for queued webhooks, one
-//! fenced multi-row update and one multi-row insert for attempt results.
+//! Statements that write a whole group-commit batch at once, shared by both backends. A batch costs
+//! four statements whatever its size: one multi-row insert per table for queued webhooks, and for
+//! attempt results one multi-row log insert and one multi-row update, both guarded by the same fencing
+//! check. SQLite receives them, with the transaction around them, as one call into its worker thread
+//! ([`Framing::Combined`]): under load every such call waits for a turn on a busy runtime, and six of
+//! them made up most of a commit's time.
 //!
 //! The text of each statement must not change from batch to batch, or the database parses and plans
 //! it again every time (in a profile, SQLite spent a quarter of its time in its parser): the current
 //! time is bound or is a fixed SQL expression ([`Now`]), and a chunk's rows are padded with NULL rows
 //! up to the next power of two, which the statements skip. Each statement then comes in a handful of
-//! sizes, all of which stay prepared. Statements return only what the database decides (cursors, and
-//! on PostgreSQL the log time); the rest of each log entry is known already.
+//! sizes, all of which stay prepared. Statements return only what the database decides (cursors and
+//! times); the rest of each log entry is known already.
 
 use std::collections::{HashMap, HashSet};
+
+use futures::TryStreamExt;
 
 use sqlx::query_builder::Separated;
 use sqlx::{Database, Encode, QueryBuilder, Type};
@@ -78,20 +83,38 @@ fn padded<T>(chunk: &[T]) -> impl Iterator<Item = Option<&T>> {
         .chain(std::iter::repeat_n(None, padded_len(chunk.len()) - chunk.len()))
 }
 
+/// How a backend sends a batch's statements.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Framing {
+    /// One statement at a time inside the caller's transaction (PostgreSQL, whose protocol prepares
+    /// one statement per message).
+    Separate,
+    /// All statements in one call, opened with `begin` and committed there too (SQLite).
+    Combined {
+        /// The statement that opens the transaction.
+        begin: &'static str,
+    },
+}
+
+/// What each log insert returns, so that rows from several statements read alike.
+const LOGGED_RETURNING: &str = " RETURNING kind, cursor, delivery_id, logged_at, next_attempt_at";
+
+/// One row of [`LOGGED_RETURNING`].
+type Logged = (i64, i64, String, i64, Option<i64>);
+
 /// Inserts queued webhooks; a leased one is due when its lease expires, an unleased one at once.
-pub(crate) fn insert_deliveries<DB>(chunk: &[NewDelivery], now: Now) -> QueryBuilder<DB>
+fn push_insert_deliveries<DB>(query: &mut QueryBuilder<DB>, chunk: &[NewDelivery], now: Now)
 where
     DB: Database,
     for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<Vec<u8>>: Encode<'a, DB> + Type<DB>,
-    DB::Arguments: Default,
 {
-    let mut insert = QueryBuilder::<DB>::new(
+    query.push(
         "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
          lease_owner, lease_token, created_at) SELECT * FROM (",
     );
-    insert.push_values(padded(chunk), |mut row, delivery| {
+    query.push_values(padded(chunk), |mut row, delivery| {
         let lease = delivery.and_then(|delivery| delivery.lease.as_ref());
         let (lease_ms, owner, token) = match lease {
             Some(lease) => (
@@ -112,27 +135,24 @@ where
             .push_bind(delivery.map(|delivery| delivery.payload.to_vec()))
             .push_bind(delivery.map(|_| DeliveryStatus::Pending.as_i64()));
         now.push_plus(&mut row, delivery.map(|_| lease_ms));
-        row.push_bind(owner)
-            .push_bind(delivery.map(|_| token));
+        row.push_bind(owner).push_bind(delivery.map(|_| token));
         now.push_plus(&mut row, delivery.map(|_| 0));
     });
-    insert.push(") AS v WHERE column1 IS NOT NULL");
-    insert
+    query.push(") AS v WHERE column1 IS NOT NULL");
 }
 
-/// Appends the `Queued` log entries of queued webhooks, returning `cursor, logged_at` of each.
-pub(crate) fn insert_queued_events<DB>(chunk: &[NewDelivery], now: Now) -> QueryBuilder<DB>
+/// Appends the `Queued` log entries of queued webhooks.
+fn push_insert_queued_events<DB>(query: &mut QueryBuilder<DB>, chunk: &[NewDelivery], now: Now)
 where
     DB: Database,
     for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
-    DB::Arguments: Default,
 {
-    let mut log = QueryBuilder::<DB>::new(
+    query.push(
         "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at) \
          SELECT * FROM (",
     );
-    log.push_values(padded(chunk), |mut row, delivery| {
+    query.push_values(padded(chunk), |mut row, delivery| {
         row.push_bind(delivery.map(|_| EventKind::Queued.as_i64()))
             .push_bind(delivery.map(|delivery| delivery.id.as_str().to_owned()))
             .push_bind(delivery.map(|delivery| delivery.subscription_id.as_str().to_owned()))
@@ -145,65 +165,28 @@ where
             .push_bind(delivery.map(|_| DeliveryStatus::Pending.as_i64()));
         now.push_plus(&mut row, delivery.map(|_| 0));
     });
-    log.push(") AS v WHERE column1 IS NOT NULL RETURNING cursor, logged_at");
-    log
+    query.push(") AS v WHERE column1 IS NOT NULL");
+    query.push(LOGGED_RETURNING);
 }
 
-/// Applies attempt results to their deliveries where the claim still holds: the row is pending, its
-/// lease token is the claim's and no other attempt was recorded since (the fencing check). Returns
-/// `id, next_attempt_at` of every row it changed.
-pub(crate) fn fenced_update<DB>(chunk: &[AttemptRecord], now: Now) -> QueryBuilder<DB>
-where
-    DB: Database,
-    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Type<DB>,
-    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
-    DB::Arguments: Default,
-{
-    // Padding rows have a NULL id and match no delivery.
-    let mut update =
-        QueryBuilder::<DB>::new("WITH v (id, status, attempt_count, delay_ms, lease_token) AS (");
-    update.push_values(padded(chunk), |mut row, attempt| {
-        row.push_bind(attempt.map(|attempt| attempt.delivery_id.as_str().to_owned()))
-            .push_bind(attempt.map(|attempt| attempt.outcome.resulting_status().as_i64()))
-            .push_bind(attempt.map(|attempt| i64::from(attempt.attempt_number)))
-            .push_bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))
-            .push_bind(attempt.map(|attempt| attempt.lease_token));
-    });
-    update.push(
-        ") UPDATE deliveries SET status = v.status, attempt_count = v.attempt_count, next_attempt_at = ",
-    );
-    now.push(&mut update);
-    update.push(
-        " + v.delay_ms, lease_owner = NULL, finished_at = CASE WHEN v.status = 1 THEN NULL ELSE ",
-    );
-    now.push(&mut update);
-    update.push(
-        " END FROM v WHERE deliveries.id = v.id AND deliveries.status = 1 \
-         AND deliveries.lease_token = v.lease_token AND deliveries.attempt_count = v.attempt_count - 1 \
-         RETURNING deliveries.id, deliveries.next_attempt_at",
-    );
-    update
-}
+/// The fencing check, with `d` the delivery and `v` an attempt result (`column2` its delivery id,
+/// `column7` its attempt number, `column15` its claim's lease token): the row is pending, its lease
+/// token is the claim's and no other attempt was recorded since. Padding rows have a NULL id and match
+/// nothing.
+const FENCE: &str = "d.id = v.column2 AND d.status = 1 AND d.lease_token = v.column15 \
+                     AND d.attempt_count = v.column7 - 1";
 
-/// Appends the log entries of attempts that passed the fencing check, returning the cursor of each.
-/// `accepted` pairs each attempt with the delivery's next due time.
-pub(crate) fn insert_attempt_events<DB>(
-    accepted: &[(&AttemptRecord, Option<i64>)],
-) -> QueryBuilder<DB>
+/// The attempt results of a chunk as VALUES rows: the log entry's columns, then the retry delay and the
+/// lease token.
+fn push_attempt_values<DB>(query: &mut QueryBuilder<DB>, chunk: &[&AttemptRecord])
 where
     DB: Database,
     for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
-    DB::Arguments: Default,
 {
-    let mut log = QueryBuilder::<DB>::new(
-        "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-         attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
-         SELECT * FROM (",
-    );
-    log.push_values(padded(accepted), |mut row, entry| {
-        let attempt = entry.map(|(attempt, _)| *attempt);
+    query.push("(");
+    query.push_values(padded(chunk), |mut row, attempt| {
+        let attempt = attempt.copied();
         row.push_bind(attempt.map(|_| EventKind::Attempt.as_i64()))
             .push_bind(attempt.map(|attempt| attempt.delivery_id.as_str().to_owned()))
             .push_bind(attempt.map(|attempt| attempt.subscription_id.as_str().to_owned()))
@@ -224,10 +207,81 @@ where
                 i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)
             }))
             .push_bind(attempt.map(|attempt| attempt.node_id.to_string()))
-            .push_bind(entry.and_then(|(_, next_attempt_at)| *next_attempt_at));
+            .push_bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))
+            .push_bind(attempt.map(|attempt| attempt.lease_token));
     });
-    log.push(") AS v WHERE column1 IS NOT NULL RETURNING cursor");
-    log
+    query.push(") AS v");
+}
+
+/// Appends the log entries of the attempt results that pass the fencing check. It runs before
+/// [`push_fenced_update`], in the same transaction, so both see the same rows and agree.
+fn push_insert_attempt_events<DB>(query: &mut QueryBuilder<DB>, chunk: &[&AttemptRecord], now: Now)
+where
+    DB: Database,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    query.push(
+        "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
+         attempt_number, outcome, target_url, http_status, error, duration_us, node_id, next_attempt_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, \
+         v.column9, v.column10, v.column11, v.column12, v.column13, ",
+    );
+    now.push(query);
+    query.push(" + v.column14 FROM ");
+    push_attempt_values(query, chunk);
+    query.push(" JOIN deliveries AS d ON ").push(FENCE);
+    query.push(LOGGED_RETURNING);
+}
+
+/// Applies the attempt results that pass the fencing check to their deliveries.
+fn push_fenced_update<DB>(query: &mut QueryBuilder<DB>, chunk: &[&AttemptRecord], now: Now)
+where
+    DB: Database,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    query.push("UPDATE deliveries AS d SET status = v.column5, attempt_count = v.column7, next_attempt_at = ");
+    now.push(query);
+    query.push(" + v.column14, lease_owner = NULL, finished_at = CASE WHEN v.column5 = 1 THEN NULL ELSE ");
+    now.push(query);
+    query.push(" END FROM ");
+    push_attempt_values(query, chunk);
+    query.push(" WHERE ").push(FENCE);
+}
+
+/// The statements of one round trip or several, as the framing wants.
+struct Statements<DB: Database> {
+    framing: Framing,
+    list: Vec<QueryBuilder<DB>>,
+}
+
+impl<DB: Database> Statements<DB>
+where
+    DB::Arguments: Default,
+{
+    fn new(framing: Framing) -> Self {
+        Statements {
+            framing,
+            list: Vec::new(),
+        }
+    }
+
+    /// Where the next statement goes: after the previous one in the same text when combined, else a
+    /// text of its own.
+    fn next(&mut self) -> &mut QueryBuilder<DB> {
+        let combine = matches!(self.framing, Framing::Combined { .. }) && !self.list.is_empty();
+        if combine {
+            let query = self.list.last_mut().expect("a statement was pushed");
+            query.push("; ");
+            query
+        } else {
+            self.list.push(QueryBuilder::new(""));
+            self.list.last_mut().expect("a statement was just pushed")
+        }
+    }
 }
 
 /// The `Queued` log entry of a webhook, given what the database assigned.
@@ -245,8 +299,8 @@ fn queued_event(delivery: &NewDelivery, cursor: i64, logged_at: Millis) -> Logge
     }
 }
 
-/// The log entry of an accepted attempt, given its cursor.
-fn attempt_event(attempt: &AttemptRecord, next_attempt_at: Option<i64>, cursor: i64) -> LoggedEvent {
+/// The log entry of an accepted attempt, given what the database assigned.
+fn attempt_event(attempt: &AttemptRecord, cursor: i64, next_attempt_at: Option<i64>) -> LoggedEvent {
     LoggedEvent {
         cursor,
         kind: EventKind::Attempt,
@@ -268,109 +322,112 @@ fn attempt_event(attempt: &AttemptRecord, next_attempt_at: Option<i64>, cursor: 
     }
 }
 
-/// Pairs each attempt of a chunk with the next due time of its delivery when the fenced update
-/// changed it. A delivery appears at most once: a second result for it in the same batch can only be
-/// a stale one, and loses.
-pub(crate) fn accepted_attempts<'a>(
-    chunk: &'a [AttemptRecord],
-    updated: &[(String, Option<i64>)],
-) -> Vec<Option<(&'a AttemptRecord, Option<i64>)>> {
-    let mut remaining: HashMap<&str, Option<i64>> = updated
-        .iter()
-        .map(|(id, next)| (id.as_str(), *next))
-        .collect();
+/// The attempts of a batch that may be recorded: the first result for each delivery. A second result
+/// for the same delivery in one batch can only be a stale one, and loses.
+fn first_per_delivery(attempts: &[AttemptRecord]) -> Vec<&AttemptRecord> {
     let mut seen = HashSet::new();
-    chunk
+    attempts
         .iter()
-        .map(|attempt| {
-            let id = attempt.delivery_id.as_str();
-            if !seen.insert(id) {
-                return None;
-            }
-            remaining.remove(id).map(|next| (attempt, next))
-        })
+        .filter(|attempt| seen.insert(attempt.delivery_id.as_str()))
         .collect()
 }
 
-/// Writes a whole batch inside the caller's transaction: queued webhooks with their log entries, then
-/// attempt results with theirs. `insert_chunk` (a power of two) bounds rows per statement under the
+/// Writes a whole batch: queued webhooks with their log entries, then attempt results with theirs.
+/// With [`Framing::Separate`] it runs inside the caller's transaction; with [`Framing::Combined`] it
+/// opens and commits its own. `insert_chunk` (a power of two) bounds rows per statement under the
 /// backend's limit on bound parameters.
 pub(crate) async fn write<DB>(
     connection: &mut DB::Connection,
     batch: &WriteBatch,
     now: Now,
     insert_chunk: usize,
+    framing: Framing,
 ) -> Result<WriteOutcome, StoreError>
 where
     DB: Database,
     DB::Arguments: Default + sqlx::IntoArguments<DB>,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'r> (String, Option<i64>): sqlx::FromRow<'r, DB::Row>,
-    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
-    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+    for<'r> Logged: sqlx::FromRow<'r, DB::Row>,
     for<'a> i64: Encode<'a, DB> + Type<DB>,
     for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
     for<'a> Option<Vec<u8>>: Encode<'a, DB> + Type<DB>,
 {
     debug_assert!(insert_chunk.is_power_of_two());
-    let mut outcome = WriteOutcome::default();
-    for chunk in batch.enqueue.chunks(insert_chunk) {
-        insert_deliveries::<DB>(chunk, now)
-            .build()
-            .execute(&mut *connection)
-            .await?;
-        let mut assigned: Vec<(i64, i64)> = insert_queued_events::<DB>(chunk, now)
-            .build_query_as()
-            .fetch_all(&mut *connection)
-            .await?;
-        // RETURNING promises no order; cursors were assigned in insertion order.
-        assigned.sort_unstable();
-        check_count(assigned.len(), chunk.len())?;
-        outcome.queued.extend(
-            chunk
-                .iter()
-                .zip(assigned)
-                .map(|(delivery, (cursor, logged_at))| queued_event(delivery, cursor, logged_at)),
-        );
-    }
-    for chunk in batch.attempts.chunks(insert_chunk) {
-        let updated: Vec<(String, Option<i64>)> = fenced_update::<DB>(chunk, now)
-            .build_query_as()
-            .fetch_all(&mut *connection)
-            .await?;
-        let accepted = accepted_attempts(chunk, &updated);
-        let to_log: Vec<(&AttemptRecord, Option<i64>)> =
-            accepted.iter().flatten().copied().collect();
-        let mut cursors: Vec<(i64,)> = Vec::new();
-        if !to_log.is_empty() {
-            cursors = insert_attempt_events::<DB>(&to_log)
-                .build_query_as()
-                .fetch_all(&mut *connection)
-                .await?;
-            cursors.sort_unstable();
-            check_count(cursors.len(), to_log.len())?;
-        }
-        let mut cursors = cursors.into_iter();
-        outcome.attempts.extend(accepted.iter().map(|entry| {
-            entry.and_then(|(attempt, next_attempt_at)| {
-                let (cursor,) = cursors.next()?;
-                Some(attempt_event(attempt, next_attempt_at, cursor))
-            })
-        }));
-    }
-    Ok(outcome)
-}
+    let recordable = first_per_delivery(&batch.attempts);
+    let enqueue_chunks: Vec<&[NewDelivery]> = batch.enqueue.chunks(insert_chunk).collect();
+    let attempt_chunks: Vec<&[&AttemptRecord]> = recordable.chunks(insert_chunk).collect();
+    let rounds = enqueue_chunks.len().max(attempt_chunks.len()).max(1);
 
-/// A multi-row insert returns one row per row inserted; anything else would misnumber the log.
-fn check_count(returned: usize, inserted: usize) -> Result<(), StoreError> {
-    if returned == inserted {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!(
-            "an insert of {inserted} log entries returned {returned} cursors"
-        )))
+    let mut queued: HashMap<String, (i64, i64)> = HashMap::with_capacity(batch.enqueue.len());
+    let mut recorded: HashMap<String, (i64, Option<i64>)> = HashMap::with_capacity(recordable.len());
+    for round in 0..rounds {
+        let mut statements = Statements::new(framing);
+        if let Framing::Combined { begin } = framing
+            && round == 0
+        {
+            statements.next().push(begin);
+        }
+        if let Some(chunk) = enqueue_chunks.get(round) {
+            push_insert_deliveries(statements.next(), chunk, now);
+            push_insert_queued_events(statements.next(), chunk, now);
+        }
+        if let Some(chunk) = attempt_chunks.get(round) {
+            push_insert_attempt_events(statements.next(), chunk, now);
+            push_fenced_update(statements.next(), chunk, now);
+        }
+        if matches!(framing, Framing::Combined { .. }) && round + 1 == rounds {
+            statements.next().push("COMMIT");
+        }
+        for mut statement in statements.list {
+            let mut rows = statement.build_query_as::<Logged>().fetch(&mut *connection);
+            let result: Result<(), sqlx::Error> = async {
+                while let Some((kind, cursor, delivery_id, logged_at, next_attempt_at)) =
+                    rows.try_next().await?
+                {
+                    if kind == EventKind::Queued.as_i64() {
+                        queued.insert(delivery_id, (cursor, logged_at));
+                    } else {
+                        recorded.insert(delivery_id, (cursor, next_attempt_at));
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            drop(rows);
+            if let Err(error) = result {
+                if matches!(framing, Framing::Combined { .. }) {
+                    // The statements stopped at the failing one, inside the transaction they opened.
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await;
+                }
+                return Err(error.into());
+            }
+        }
     }
+
+    let queued_events = batch
+        .enqueue
+        .iter()
+        .map(|delivery| {
+            let (cursor, logged_at) = queued.remove(delivery.id.as_str()).ok_or_else(|| {
+                StoreError::Corrupt(format!("no log entry was written for {}", delivery.id.as_str()))
+            })?;
+            Ok(queued_event(delivery, cursor, logged_at))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let attempt_events = batch
+        .attempts
+        .iter()
+        .map(|attempt| {
+            recorded
+                .remove(attempt.delivery_id.as_str())
+                .map(|(cursor, next_attempt_at)| attempt_event(attempt, cursor, next_attempt_at))
+        })
+        .collect();
+    Ok(WriteOutcome {
+        queued: queued_events,
+        attempts: attempt_events,
+    })
 }
 
 #[cfg(test)]

@@ -248,7 +248,13 @@ impl Store for PostgresStore {
             return Ok(WriteOutcome::default());
         }
         Self::lock_log(&mut tx).await?;
-        let outcome = batch::write::<Postgres>(&mut tx, batch, batch::Now::Expression(NOW_MS), INSERT_CHUNK).await?;
+        let outcome = batch::write::<Postgres>(
+            &mut tx,
+            batch,
+            batch::Now::Expression(NOW_MS),
+            INSERT_CHUNK,
+            batch::Framing::Separate,
+        ).await?;
 
         let queued_unleased = batch
             .enqueue

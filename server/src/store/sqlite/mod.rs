@@ -66,11 +66,20 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(false);
 
+        // The connections live in this process and cannot go stale: checking one before each use would
+        // cost a call into its worker thread every time.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(base.clone().create_if_missing(true))
+            .test_before_acquire(false)
+            // Group commits come in about a hundred shapes (rows queued × attempts recorded, each
+            // padded to a power of two); all of them stay prepared.
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .statement_cache_capacity(512),
+            )
             .await?;
         sqlx::migrate!("src/store/sqlite/migrations")
             .run(&writer)
@@ -78,6 +87,7 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(BUSY_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
@@ -205,10 +215,11 @@ impl Store for SqliteStore {
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         // One process owns the file, so this node's clock is the database's clock.
         let now = batch::Now::Value(now_millis());
-        let mut tx = self.begin_write().await?;
-        let outcome = batch::write::<Sqlite>(&mut tx, batch, now, INSERT_CHUNK).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let mut connection = self.writer.acquire().await?;
+        let framing = batch::Framing::Combined {
+            begin: "BEGIN IMMEDIATE",
+        };
+        batch::write::<Sqlite>(&mut connection, batch, now, INSERT_CHUNK, framing).await
     }
 
     async fn claim_due(
