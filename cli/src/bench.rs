@@ -79,6 +79,18 @@ pub struct BenchArgs {
     /// Skip the ceiling measurement.
     #[arg(long)]
     pub no_ceiling: bool,
+    /// Send at this many webhooks per second instead of as fast as the server answers; latencies are
+    /// then measured from when each request was due, so a stall is not hidden by the sender waiting.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+    /// Before measuring, queue this many webhooks to a target that always fails, and wait until each
+    /// has failed once: they then wait in the database as pending retries while the measured webhooks
+    /// flow past them. A server this run starts waits an hour before retrying them.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u64,
+    /// Another node's ingest URL; webhooks go to the nodes in turn. Repeatable.
+    #[arg(long = "also-ingest-url", value_name = "URL")]
+    pub also_ingest_urls: Vec<String>,
 }
 
 /// Everything a run measured.
@@ -92,6 +104,12 @@ pub struct BenchReport {
     pub payload_size: usize,
     /// Subscriptions used.
     pub subscriptions: usize,
+    /// Webhooks waiting as pending retries while the others were measured (`--backlog`).
+    pub backlog: u64,
+    /// Ingest nodes the webhooks were spread over.
+    pub nodes: usize,
+    /// The sending rate asked for with `--rate`, if any.
+    pub rate: Option<f64>,
     /// Requests per second straight to the receiver.
     pub ceiling_rps: Option<f64>,
     /// Accepted webhooks per second.
@@ -165,6 +183,19 @@ pub(crate) async fn run(
             "--failure-rate must be at least 0 and below 1".into(),
         ));
     }
+    if args.backlog > 0 && args.failure_rate > 0.0 && !args.external {
+        return Err(CliError::Usage(
+            "--backlog and --failure-rate cannot be combined: the started server then waits an hour \
+             before any retry"
+                .into(),
+        ));
+    }
+    if args
+        .rate
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+    {
+        return Err(CliError::Usage("--rate must be above 0".into()));
+    }
     if args.count == 0 || args.concurrency == 0 || args.subscriptions == 0 {
         return Err(CliError::Usage(
             "-n, -c and --subscriptions must be at least 1".into(),
@@ -182,7 +213,16 @@ pub(crate) async fn run(
         None
     } else {
         let url = format!("http://{}/ceiling", receiver.addr);
-        Some(measure_ceiling(&client, &url, &body, args.count, args.concurrency).await)
+        let (posted, elapsed) = post_many(
+            &client,
+            &url,
+            &body,
+            args.count,
+            args.concurrency,
+            "ceiling",
+        )
+        .await;
+        Some(posted as f64 / elapsed.as_secs_f64().max(1e-9))
     };
 
     let server = if args.external {
@@ -229,9 +269,18 @@ pub(crate) async fn run(
         None
     };
 
+    let backlog = if args.backlog > 0 {
+        queue_backlog(&client, &sdk, &config.ingest_url, &receiver, &body, &args).await?
+    } else {
+        0
+    };
+
+    let ingest_urls: Vec<&str> = std::iter::once(config.ingest_url.as_str())
+        .chain(args.also_ingest_urls.iter().map(String::as_str))
+        .collect();
     let ingest = ingest_all(
         &client,
-        &config.ingest_url,
+        &ingest_urls,
         &subscription_ids,
         hanging_subscription.as_deref(),
         &body,
@@ -263,6 +312,9 @@ pub(crate) async fn run(
         concurrency: args.concurrency,
         payload_size: args.payload_size,
         subscriptions: args.subscriptions,
+        backlog,
+        nodes: ingest_urls.len(),
+        rate: args.rate,
         ceiling_rps,
         ingest_rps,
         ingest_ratio: ceiling_rps.map(|ceiling| ingest_rps / ceiling),
@@ -335,16 +387,19 @@ async fn post(
     Ok((status, bytes))
 }
 
-async fn measure_ceiling(
+/// POSTs `body` to `url` `count` times, `concurrency` at a time; returns how many were answered with
+/// a success status, and how long it took.
+async fn post_many(
     client: &BenchClient,
     url: &str,
     body: &Bytes,
     count: u64,
     concurrency: usize,
-) -> f64 {
+    phase: &'static str,
+) -> (u64, Duration) {
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
-    let progress = progress_bar(count, "ceiling");
+    let progress = progress_bar(count, phase);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
@@ -367,7 +422,59 @@ async fn measure_ceiling(
     }
     while tasks.join_next().await.is_some() {}
     progress.finish_and_clear();
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64().max(1e-9)
+    (done.load(Ordering::Relaxed), started.elapsed())
+}
+
+/// Queues `--backlog` webhooks to a subscription whose target always fails, and waits until every one
+/// has had its first attempt, so that all of them are pending retries when the measurement starts.
+async fn queue_backlog(
+    client: &BenchClient,
+    sdk: &Client,
+    ingest_url: &str,
+    receiver: &Receiver,
+    body: &Bytes,
+    args: &BenchArgs,
+) -> Result<u64, CliError> {
+    let created = sdk
+        .create_subscription(CreateSubscriptionRequest {
+            subscription: Some(Subscription {
+                target_url: format!("http://{}/fail", receiver.addr),
+                description: "whctl bench: backlog of pending retries".into(),
+                ..Default::default()
+            }),
+            generate_secret: false,
+        })
+        .await?;
+    let url = format!("{}/ingest/{}", ingest_url.trim_end_matches('/'), created.id);
+    let (accepted, _) = post_many(
+        client,
+        &url,
+        body,
+        args.backlog,
+        args.concurrency,
+        "backlog",
+    )
+    .await;
+    let progress = progress_bar(accepted, "failing");
+    let give_up = Instant::now() + args.drain_timeout;
+    loop {
+        let failed = receiver.failed_on_purpose.load(Ordering::Relaxed);
+        progress.set_position(failed);
+        if failed >= accepted {
+            break;
+        }
+        if Instant::now() >= give_up {
+            return Err(CliError::Bench(format!(
+                "only {failed} of {accepted} backlog webhooks were attempted within {}",
+                humantime::format_duration(args.drain_timeout)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    progress.finish_and_clear();
+    // The receiver counts a request before the server records its result; let the last ones land.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(accepted)
 }
 
 struct IngestOutcome {
@@ -385,24 +492,30 @@ struct IngestOutcome {
 
 async fn ingest_all(
     client: &BenchClient,
-    ingest_url: &str,
+    ingest_urls: &[&str],
     subscription_ids: &[String],
     hanging_subscription: Option<&str>,
     body: &Bytes,
     args: &BenchArgs,
 ) -> IngestOutcome {
-    let ingest_url = ingest_url.trim_end_matches('/');
+    let ingest_url = ingest_urls[0].trim_end_matches('/');
     let hanging_url: Arc<Option<String>> =
         Arc::new(hanging_subscription.map(|id| format!("{ingest_url}/ingest/{id}")));
     let hang_share = args.hang_share;
     let hanging = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(0));
+    // Webhook n goes to node n mod nodes, and the nodes take the subscriptions in turn.
     let urls: Arc<Vec<String>> = Arc::new(
         subscription_ids
             .iter()
-            .map(|id| format!("{ingest_url}/ingest/{id}"))
+            .flat_map(|id| {
+                ingest_urls
+                    .iter()
+                    .map(move |base| format!("{}/ingest/{id}", base.trim_end_matches('/')))
+            })
             .collect(),
     );
+    let rate = args.rate;
     let progress = progress_bar(args.count, "ingest");
     let count = args.count;
     let started = Instant::now();
@@ -434,7 +547,14 @@ async fn ingest_all(
                     Some(hanging) if hangs => hanging,
                     _ => &urls[(index % urls.len() as u64) as usize],
                 };
-                let sent = Instant::now();
+                let sent = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(index as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 match post(&client, url, &body).await {
                     Ok((StatusCode::ACCEPTED, answer)) => {
                         let _ = latency.record(sent.elapsed().as_micros() as u64);
@@ -553,6 +673,8 @@ fn progress_bar(length: u64, phase: &'static str) -> ProgressBar {
 struct Receiver {
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    /// Requests to the backlog's target, which always fails.
+    failed_on_purpose: Arc<AtomicU64>,
     /// First arrival of each webhook-id.
     first_seen: Arc<Mutex<HashMap<String, Instant>>>,
     arrived: Arc<tokio::sync::Notify>,
@@ -570,12 +692,14 @@ impl Receiver {
         let receiver = Receiver {
             addr,
             requests: Arc::default(),
+            failed_on_purpose: Arc::default(),
             first_seen: Arc::default(),
             arrived: Arc::default(),
             stop: CancellationToken::new(),
         };
-        let (requests, first_seen, arrived, stop) = (
+        let (requests, failed_on_purpose, first_seen, arrived, stop) = (
             receiver.requests.clone(),
+            receiver.failed_on_purpose.clone(),
             receiver.first_seen.clone(),
             receiver.arrived.clone(),
             receiver.stop.clone(),
@@ -588,8 +712,9 @@ impl Receiver {
                     accepted = listener.accept() => match accepted { Ok((stream, _)) => stream, Err(_) => continue },
                 };
                 let _ = stream.set_nodelay(true);
-                let (requests, first_seen, arrived, failures, stop) = (
+                let (requests, failed_on_purpose, first_seen, arrived, failures, stop) = (
                     requests.clone(),
+                    failed_on_purpose.clone(),
                     first_seen.clone(),
                     arrived.clone(),
                     failures.clone(),
@@ -597,8 +722,9 @@ impl Receiver {
                 );
                 tokio::spawn(async move {
                     let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let (requests, first_seen, arrived, failures, stop) = (
+                        let (requests, failed_on_purpose, first_seen, arrived, failures, stop) = (
                             requests.clone(),
+                            failed_on_purpose.clone(),
                             first_seen.clone(),
                             arrived.clone(),
                             failures.clone(),
@@ -610,6 +736,7 @@ impl Receiver {
                                 stop.cancelled().await;
                             }
                             let is_delivery = request.uri().path().starts_with("/hook/");
+                            let request_path_fails = request.uri().path() == "/fail";
                             let id = request
                                 .headers()
                                 .get("webhook-id")
@@ -617,7 +744,10 @@ impl Receiver {
                                 .map(str::to_owned);
                             let _ = request.into_body().collect().await;
                             let mut status = StatusCode::OK;
-                            if is_delivery {
+                            if request_path_fails {
+                                failed_on_purpose.fetch_add(1, Ordering::Relaxed);
+                                status = StatusCode::INTERNAL_SERVER_ERROR;
+                            } else if is_delivery {
                                 let n = requests.fetch_add(1, Ordering::Relaxed);
                                 if !delay.is_zero() {
                                     tokio::time::sleep(delay).await;
@@ -720,7 +850,13 @@ impl StartedServer {
                 "--allow-target-cidr",
                 "127.0.0.0/8",
                 "--retry-schedule",
-                "100ms,200ms,500ms,1s,2s",
+                // The backlog must stay pending for the whole run; the measured webhooks' retries
+                // (with --failure-rate) must come quickly.
+                if args.backlog > 0 {
+                    "1h"
+                } else {
+                    "100ms,200ms,500ms,1s,2s"
+                },
                 "--retry-jitter",
                 "0",
             ])
@@ -824,10 +960,18 @@ fn print_report(
         (
             "webhooks",
             format!(
-                "{} × {} B over {} subscription(s), concurrency {}",
-                report.count, report.payload_size, report.subscriptions, report.concurrency
+                "{} × {} B over {} subscription(s) and {} node(s), concurrency {}{}",
+                report.count,
+                report.payload_size,
+                report.subscriptions,
+                report.nodes,
+                report.concurrency,
+                report
+                    .rate
+                    .map_or(String::new(), |rate| format!(", paced at {rate:.0}/s")),
             ),
         ),
+        ("backlog", format!("{} pending retries", report.backlog)),
         (
             "ceiling",
             report

@@ -85,3 +85,43 @@ async fn bench_with_failures_and_a_hanging_target_still_delivers_the_others() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bench_with_a_backlog_a_rate_and_two_ingest_urls_delivers_every_measured_webhook() {
+    // A long retry schedule keeps the backlog pending through the measurement.
+    let server = TestServer::start_with(&["--retry-schedule", "1h"]).await;
+    let also = server.http_url.clone();
+
+    let (result, stdout) = server
+        .whctl(&[
+            "bench",
+            "--external",
+            "--no-ceiling",
+            "-n",
+            "100",
+            "-c",
+            "4",
+            "--rate",
+            "200",
+            "--backlog",
+            "40",
+            "--also-ingest-url",
+            &also,
+            "-o",
+            "json",
+        ])
+        .await;
+
+    result.expect("the benchmark completes");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["backlog"], 40, "{report}");
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["rate"], 200.0, "{report}");
+    assert_eq!(report["accepted"], 100, "{report}");
+    assert_eq!(report["delivered"], 100, "{report}");
+    assert_eq!(
+        report["receiver_requests"], 100,
+        "the backlog's failing target is not counted as a delivery: {report}"
+    );
+    server.stop().await;
+}

@@ -77,10 +77,10 @@ fn padded_len(rows: usize) -> usize {
 
 /// The rows of a chunk followed by `None` padding up to [`padded_len`].
 fn padded<T>(chunk: &[T]) -> impl Iterator<Item = Option<&T>> {
-    chunk
-        .iter()
-        .map(Some)
-        .chain(std::iter::repeat_n(None, padded_len(chunk.len()) - chunk.len()))
+    chunk.iter().map(Some).chain(std::iter::repeat_n(
+        None,
+        padded_len(chunk.len()) - chunk.len(),
+    ))
 }
 
 /// How a backend sends a batch's statements.
@@ -203,9 +203,10 @@ where
             .push_bind(attempt.map(|attempt| attempt.target_url.clone()))
             .push_bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))
             .push_bind(attempt.and_then(|attempt| attempt.error.clone()))
-            .push_bind(attempt.map(|attempt| {
-                i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)
-            }))
+            .push_bind(
+                attempt
+                    .map(|attempt| i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)),
+            )
             .push_bind(attempt.map(|attempt| attempt.node_id.to_string()))
             .push_bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))
             .push_bind(attempt.map(|attempt| attempt.lease_token));
@@ -245,7 +246,9 @@ where
 {
     query.push("UPDATE deliveries AS d SET status = v.column5, attempt_count = v.column7, next_attempt_at = ");
     now.push(query);
-    query.push(" + v.column14, lease_owner = NULL, finished_at = CASE WHEN v.column5 = 1 THEN NULL ELSE ");
+    query.push(
+        " + v.column14, lease_owner = NULL, finished_at = CASE WHEN v.column5 = 1 THEN NULL ELSE ",
+    );
     now.push(query);
     query.push(" END FROM ");
     push_attempt_values(query, chunk);
@@ -300,7 +303,11 @@ fn queued_event(delivery: &NewDelivery, cursor: i64, logged_at: Millis) -> Logge
 }
 
 /// The log entry of an accepted attempt, given what the database assigned.
-fn attempt_event(attempt: &AttemptRecord, cursor: i64, next_attempt_at: Option<i64>) -> LoggedEvent {
+fn attempt_event(
+    attempt: &AttemptRecord,
+    cursor: i64,
+    next_attempt_at: Option<i64>,
+) -> LoggedEvent {
     LoggedEvent {
         cursor,
         kind: EventKind::Attempt,
@@ -360,7 +367,8 @@ where
     let rounds = enqueue_chunks.len().max(attempt_chunks.len()).max(1);
 
     let mut queued: HashMap<String, (i64, i64)> = HashMap::with_capacity(batch.enqueue.len());
-    let mut recorded: HashMap<String, (i64, Option<i64>)> = HashMap::with_capacity(recordable.len());
+    let mut recorded: HashMap<String, (i64, Option<i64>)> =
+        HashMap::with_capacity(recordable.len());
     for round in 0..rounds {
         let mut statements = Statements::new(framing);
         if let Framing::Combined { begin } = framing
@@ -410,7 +418,10 @@ where
         .iter()
         .map(|delivery| {
             let (cursor, logged_at) = queued.remove(delivery.id.as_str()).ok_or_else(|| {
-                StoreError::Corrupt(format!("no log entry was written for {}", delivery.id.as_str()))
+                StoreError::Corrupt(format!(
+                    "no log entry was written for {}",
+                    delivery.id.as_str()
+                ))
             })?;
             Ok(queued_event(delivery, cursor, logged_at))
         })

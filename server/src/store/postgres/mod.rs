@@ -254,7 +254,8 @@ impl Store for PostgresStore {
             batch::Now::Expression(NOW_MS),
             INSERT_CHUNK,
             batch::Framing::Separate,
-        ).await?;
+        )
+        .await?;
 
         let queued_unleased = batch
             .enqueue
