@@ -254,6 +254,7 @@ impl Store for PostgresStore {
             batch::Now::Expression(NOW_MS),
             INSERT_CHUNK,
             batch::Framing::Separate,
+            batch::Padding::Exact,
         )
         .await?;
 
