@@ -475,7 +475,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{LeaseRequest, OpenOptions, Store};
 
     #[test]
     fn chunks_are_padded_to_a_power_of_two_so_few_statement_texts_exist() {
@@ -485,5 +493,148 @@ mod tests {
         let padded_rows: Vec<_> = padded(&rows, Padding::PowerOfTwo).collect();
         assert_eq!(padded_rows, vec![Some(&1), Some(&2), Some(&3), None]);
         assert_eq!(padded(&rows, Padding::Exact).count(), 3);
+    }
+
+    fn leased_webhook(subscription_id: &SubscriptionId) -> NewDelivery {
+        NewDelivery {
+            id: DeliveryId::generate(),
+            subscription_id: subscription_id.clone(),
+            event_type: None,
+            payload: Bytes::from_static(br#"{"n":1}"#),
+            lease: Some(LeaseRequest {
+                owner: Arc::from("node-a"),
+                duration: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    fn success(delivery: &NewDelivery, lease_token: i64) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            subscription_id: delivery.subscription_id.clone(),
+            event_type: None,
+            lease_token,
+            attempt_number: 1,
+            target_url: "http://127.0.0.1:9/hook".into(),
+            attempt_time: crate::store::now_millis(),
+            outcome: AttemptOutcome::Success,
+            http_status: Some(200),
+            error: None,
+            duration: Duration::from_millis(3),
+            node_id: Arc::from("node-a"),
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_statement_commits_whole_in_order_and_fences_stale_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whd.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
+            .await
+            .unwrap();
+        let subscription_id = SubscriptionId::generate();
+
+        // 600 webhooks: three chunks of at most 256 rows, one transaction.
+        let webhooks: Vec<NewDelivery> =
+            (0..600).map(|_| leased_webhook(&subscription_id)).collect();
+        let queued = store
+            .commit(&WriteBatch {
+                enqueue: webhooks.clone(),
+                attempts: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .queued;
+        assert_eq!(queued.len(), 600);
+        for (event, webhook) in queued.iter().zip(&webhooks) {
+            assert_eq!(
+                event.delivery_id, webhook.id,
+                "entries come back in batch order"
+            );
+        }
+        assert!(
+            queued
+                .windows(2)
+                .all(|pair| pair[0].cursor < pair[1].cursor),
+            "cursors grow in batch order"
+        );
+
+        // 300 current results, a second result for the first delivery, and one with a stale token.
+        let mut attempts: Vec<AttemptRecord> = webhooks[..300]
+            .iter()
+            .map(|webhook| success(webhook, 1))
+            .collect();
+        attempts.push(success(&webhooks[0], 1));
+        attempts.push(success(&webhooks[300], 7));
+        let recorded = store
+            .commit(&WriteBatch {
+                enqueue: Vec::new(),
+                attempts,
+            })
+            .await
+            .unwrap()
+            .attempts;
+        assert_eq!(recorded.len(), 302);
+        assert!(recorded[..300].iter().all(Option::is_some));
+        assert!(
+            recorded[300].is_none(),
+            "a second result in one batch loses"
+        );
+        assert!(recorded[301].is_none(), "a stale lease token is fenced off");
+
+        let delivered = store.get_delivery(&webhooks[0].id).await.unwrap().unwrap();
+        assert_eq!(delivered.status, DeliveryStatus::Delivered);
+        let history = store.delivery_attempts(&webhooks[0].id).await.unwrap();
+        assert_eq!(
+            history.len(),
+            1,
+            "one attempt, the duplicate not logged: {history:?}"
+        );
+        let untouched = store
+            .get_delivery(&webhooks[300].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(untouched.status, DeliveryStatus::Pending);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_leaves_nothing_behind_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whd.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
+            .await
+            .unwrap();
+        let subscription_id = SubscriptionId::generate();
+        let first = leased_webhook(&subscription_id);
+        // The same id twice violates the primary key half-way through the transaction.
+        let failing = WriteBatch {
+            enqueue: vec![
+                first.clone(),
+                leased_webhook(&subscription_id),
+                first.clone(),
+            ],
+            attempts: Vec::new(),
+        };
+        assert!(store.commit(&failing).await.is_err());
+        assert!(
+            store.get_delivery(&first.id).await.unwrap().is_none(),
+            "the rows before the failure were rolled back"
+        );
+
+        let next = leased_webhook(&subscription_id);
+        let queued = store
+            .commit(&WriteBatch {
+                enqueue: vec![next.clone()],
+                attempts: Vec::new(),
+            })
+            .await
+            .expect("the connection is usable again")
+            .queued;
+        assert_eq!(queued[0].delivery_id, next.id);
+        assert!(store.get_delivery(&next.id).await.unwrap().is_some());
+        store.close().await;
     }
 }
