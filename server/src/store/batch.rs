@@ -23,7 +23,7 @@ use super::{
     AttemptRecord, LoggedAttempt, LoggedEvent, Millis, NewDelivery, StoreError, WriteBatch,
     WriteOutcome, duration_millis,
 };
-use crate::domain::{DeliveryStatus, EventKind};
+use crate::domain::{DeliveryStatus, EventKind, EventType};
 
 /// The current time in milliseconds, as the statements of a batch see it.
 #[derive(Debug, Clone, Copy)]
@@ -145,12 +145,7 @@ fn push_insert_deliveries<DB>(
         };
         row.push_bind(delivery.map(|delivery| delivery.id.as_str().to_owned()))
             .push_bind(delivery.map(|delivery| delivery.subscription_id.as_str().to_owned()))
-            .push_bind(delivery.and_then(|delivery| {
-                delivery
-                    .event_type
-                    .as_ref()
-                    .map(|event_type| event_type.as_str().to_owned())
-            }))
+            .push_bind(delivery.and_then(|delivery| event_type_text(delivery.event_type.as_ref())))
             .push_bind(delivery.map(|delivery| delivery.payload.to_vec()))
             .push_bind(delivery.map(|_| DeliveryStatus::Pending.as_i64()));
         now.push_plus(&mut row, delivery.map(|_| lease_ms));
@@ -179,12 +174,7 @@ fn push_insert_queued_events<DB>(
         row.push_bind(delivery.map(|_| EventKind::Queued.as_i64()))
             .push_bind(delivery.map(|delivery| delivery.id.as_str().to_owned()))
             .push_bind(delivery.map(|delivery| delivery.subscription_id.as_str().to_owned()))
-            .push_bind(delivery.and_then(|delivery| {
-                delivery
-                    .event_type
-                    .as_ref()
-                    .map(|event_type| event_type.as_str().to_owned())
-            }))
+            .push_bind(delivery.and_then(|delivery| event_type_text(delivery.event_type.as_ref())))
             .push_bind(delivery.map(|_| DeliveryStatus::Pending.as_i64()));
         now.push_plus(&mut row, delivery.map(|_| 0));
     });
@@ -213,12 +203,7 @@ where
         row.push_bind(attempt.map(|_| EventKind::Attempt.as_i64()))
             .push_bind(attempt.map(|attempt| attempt.delivery_id.as_str().to_owned()))
             .push_bind(attempt.map(|attempt| attempt.subscription_id.as_str().to_owned()))
-            .push_bind(attempt.and_then(|attempt| {
-                attempt
-                    .event_type
-                    .as_ref()
-                    .map(|event_type| event_type.as_str().to_owned())
-            }))
+            .push_bind(attempt.and_then(|attempt| event_type_text(attempt.event_type.as_ref())))
             .push_bind(attempt.map(|attempt| attempt.outcome.resulting_status().as_i64()))
             .push_bind(attempt.map(|attempt| attempt.attempt_time))
             .push_bind(attempt.map(|attempt| i64::from(attempt.attempt_number)))
@@ -316,6 +301,11 @@ where
             self.list.last_mut().expect("a statement was just pushed")
         }
     }
+}
+
+/// How an event type is stored.
+fn event_type_text(event_type: Option<&EventType>) -> Option<String> {
+    event_type.map(|event_type| event_type.as_str().to_owned())
 }
 
 /// The `Queued` log entry of a webhook, given what the database assigned.
