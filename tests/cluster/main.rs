@@ -5,6 +5,7 @@
 //! others load it heavily enough that parallel runs would only slow each other down.
 
 mod backlog;
+mod conflicts;
 mod database_restart;
 mod failover;
 mod following;

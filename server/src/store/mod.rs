@@ -75,11 +75,32 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// SQLSTATE classes and SQLite codes that mean "try again later": connection exceptions (08),
+/// SQLSTATEs of a transaction PostgreSQL aborted to resolve a conflict with another one (serialization
+/// failure, deadlock): nothing of it was written, and running it again can succeed.
+const CONFLICT_CODES: [&str; 2] = ["40001", "40P01"];
+
+impl StoreError {
+    /// Whether the database aborted the transaction over a conflict with another one
+    /// ([`CONFLICT_CODES`]), so that running the same transaction again can succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Unavailable(error) | StoreError::Database(error) => matches!(
+                &**error,
+                sqlx::Error::Database(db)
+                    if db.code().is_some_and(|code| CONFLICT_CODES.contains(&code.as_ref()))
+            ),
+            StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// SQLSTATE classes and SQLite codes that mean "try again later": conflicts ([`CONFLICT_CODES`]),
+/// connection exceptions (08),
 /// operator intervention such as a server shutting down (57), insufficient resources (53), and SQLite's
 /// BUSY/LOCKED should the busy timeout ever run out.
 fn is_transient_code(code: &str) -> bool {
-    code.starts_with("08")
+    CONFLICT_CODES.contains(&code)
+        || code.starts_with("08")
         || code.starts_with("57")
         || code.starts_with("53")
         || code == "5"

@@ -41,6 +41,9 @@ const LOG_LOCK_CLASS: i32 = 0x0077_6864;
 /// Rows per multi-row statement (a power of two), well under PostgreSQL's 65,535 bind parameters.
 const INSERT_CHUNK: usize = 512;
 
+/// Tries of a group commit that PostgreSQL aborts over a conflict with another transaction.
+const COMMIT_TRIES: u32 = 3;
+
 /// How long a request waits for a free connection before the database counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,6 +82,40 @@ async fn reconnect(pool: &PgPool) -> PgListener {
 }
 
 impl PostgresStore {
+    /// One try at a group commit: the log lock, the batch's statements and the notifications, in one
+    /// transaction.
+    async fn commit_once(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if batch.enqueue.is_empty() && batch.attempts.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        Self::lock_log(&mut tx).await?;
+        let outcome = batch::write::<Postgres>(
+            &mut tx,
+            batch,
+            batch::Now::Expression(NOW_MS),
+            INSERT_CHUNK,
+            batch::Framing::Separate,
+            batch::Padding::Exact,
+        )
+        .await?;
+
+        let queued_unleased = batch
+            .enqueue
+            .iter()
+            .any(|delivery| delivery.lease.is_none());
+        let retries = batch
+            .attempts
+            .iter()
+            .any(|attempt| attempt.retry_after.is_some());
+        if queued_unleased || retries {
+            Self::notify(&mut tx, CHANNEL_DUE, "").await?;
+        }
+        Self::notify(&mut tx, CHANNEL_LOG, "").await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
     /// Connects and migrates.
     pub async fn open(database_url: &str, options: &OpenOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(database_url)?
@@ -243,35 +280,20 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if batch.enqueue.is_empty() && batch.attempts.is_empty() {
-            return Ok(WriteOutcome::default());
+        // A batch's writes can deadlock with another transaction on the same rows (a subscription's
+        // deletion ending its pending deliveries, another node's late result): PostgreSQL then aborts
+        // one of them whole. Running the batch again is safe and usually succeeds at once; only a
+        // conflict that persists reaches the callers, as "unavailable, retry".
+        let mut tries = 1;
+        loop {
+            match self.commit_once(batch).await {
+                Err(error) if error.is_conflict() && tries < COMMIT_TRIES => {
+                    tracing::debug!(error = %error, tries, "group commit conflicted; running it again");
+                    tries += 1;
+                }
+                result => return result,
+            }
         }
-        Self::lock_log(&mut tx).await?;
-        let outcome = batch::write::<Postgres>(
-            &mut tx,
-            batch,
-            batch::Now::Expression(NOW_MS),
-            INSERT_CHUNK,
-            batch::Framing::Separate,
-            batch::Padding::Exact,
-        )
-        .await?;
-
-        let queued_unleased = batch
-            .enqueue
-            .iter()
-            .any(|delivery| delivery.lease.is_none());
-        let retries = batch
-            .attempts
-            .iter()
-            .any(|attempt| attempt.retry_after.is_some());
-        if queued_unleased || retries {
-            Self::notify(&mut tx, CHANNEL_DUE, "").await?;
-        }
-        Self::notify(&mut tx, CHANNEL_LOG, "").await?;
-        tx.commit().await?;
-        Ok(outcome)
     }
 
     async fn claim_due(
