@@ -241,30 +241,11 @@ pub(crate) async fn run(
     let sdk = Client::connect(config.clone()).await?;
     let mut subscription_ids = Vec::with_capacity(args.subscriptions);
     for index in 0..args.subscriptions {
-        let created = sdk
-            .create_subscription(CreateSubscriptionRequest {
-                subscription: Some(Subscription {
-                    target_url: format!("http://{}/hook/{index}", receiver.addr),
-                    description: "whctl bench".into(),
-                    ..Default::default()
-                }),
-                generate_secret: false,
-            })
-            .await?;
-        subscription_ids.push(created.id);
+        subscription_ids
+            .push(subscribe(&sdk, &receiver, &format!("hook/{index}"), "whctl bench").await?);
     }
     let hanging_subscription = if args.hang_share > 0.0 {
-        let created = sdk
-            .create_subscription(CreateSubscriptionRequest {
-                subscription: Some(Subscription {
-                    target_url: format!("http://{}/hang", receiver.addr),
-                    description: "whctl bench: hanging target".into(),
-                    ..Default::default()
-                }),
-                generate_secret: false,
-            })
-            .await?;
-        Some(created.id)
+        Some(subscribe(&sdk, &receiver, "hang", "whctl bench: hanging target").await?)
     } else {
         None
     };
@@ -425,6 +406,26 @@ async fn post_many(
     (done.load(Ordering::Relaxed), started.elapsed())
 }
 
+/// Creates a subscription to `path` on the benchmark's receiver; returns its id.
+async fn subscribe(
+    sdk: &Client,
+    receiver: &Receiver,
+    path: &str,
+    description: &str,
+) -> Result<String, CliError> {
+    let created = sdk
+        .create_subscription(CreateSubscriptionRequest {
+            subscription: Some(Subscription {
+                target_url: format!("http://{}/{path}", receiver.addr),
+                description: description.into(),
+                ..Default::default()
+            }),
+            generate_secret: false,
+        })
+        .await?;
+    Ok(created.id)
+}
+
 /// Queues `--backlog` webhooks to a subscription whose target always fails, and waits until every one
 /// has had its first attempt, so that all of them are pending retries when the measurement starts.
 async fn queue_backlog(
@@ -435,17 +436,17 @@ async fn queue_backlog(
     body: &Bytes,
     args: &BenchArgs,
 ) -> Result<u64, CliError> {
-    let created = sdk
-        .create_subscription(CreateSubscriptionRequest {
-            subscription: Some(Subscription {
-                target_url: format!("http://{}/fail", receiver.addr),
-                description: "whctl bench: backlog of pending retries".into(),
-                ..Default::default()
-            }),
-            generate_secret: false,
-        })
-        .await?;
-    let url = format!("{}/ingest/{}", ingest_url.trim_end_matches('/'), created.id);
+    let subscription_id = subscribe(
+        sdk,
+        receiver,
+        "fail",
+        "whctl bench: backlog of pending retries",
+    )
+    .await?;
+    let url = format!(
+        "{}/ingest/{subscription_id}",
+        ingest_url.trim_end_matches('/')
+    );
     let (accepted, _) = post_many(
         client,
         &url,
