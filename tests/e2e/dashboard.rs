@@ -119,6 +119,17 @@ impl Browser {
         .await
     }
 
+    /// Waits until the element matching `css` shows text other than `pending` (and not empty), and
+    /// returns it: for notices that say something while a request is under way.
+    async fn text_after(&self, css: &str, pending: &str) -> String {
+        let what = format!("{css} shows something other than {pending:?}");
+        eventually(DEADLINE, &what, || async move {
+            let text = self.text_of(css).await;
+            (text.trim() != pending).then_some(text)
+        })
+        .await
+    }
+
     /// Waits until the element matching `css` shows exactly `expected`: the page re-renders after
     /// its API call returns, so the old text may still be showing for a moment.
     async fn wait_for_text(&self, css: &str, expected: &str) {
@@ -280,8 +291,12 @@ async fn a_person_creates_a_subscription_tests_it_and_follows_its_deliveries() {
     browser
         .click(&format!("{item} button[data-action='test']"))
         .await;
+    // The notice says "sending…" until the API answers; wait for the answer.
     let notice = browser
-        .text_of(&format!("{item} .subscription-notice"))
+        .text_after(
+            &format!("{item} .subscription-notice"),
+            "sending a test webhook…",
+        )
         .await;
     let delivery_id = notice
         .strip_prefix("test webhook queued as ")

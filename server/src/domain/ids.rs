@@ -1,6 +1,10 @@
 //! Identifiers. Both are random enough to be unguessable: knowing one id tells nothing about another.
+//!
+//! An id is shared text: every task, log entry and batch statement that carries it clones a pointer,
+//! not the characters.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::ServiceError;
 
@@ -8,7 +12,7 @@ macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The prefix every id of this kind starts with.
@@ -21,7 +25,7 @@ macro_rules! prefixed_id {
                     .strip_prefix($prefix)
                     .is_some_and(|rest| rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
                 if well_formed {
-                    Ok($name(value.to_owned()))
+                    Ok($name(Arc::from(value)))
                 } else if value.is_empty() {
                     Err(ServiceError::invalid_field("id", concat!("a ", $kind, " id is required")))
                 } else {
@@ -34,9 +38,14 @@ macro_rules! prefixed_id {
                 &self.0
             }
 
+            /// The id as shared text, for binding it to a statement without copying it.
+            pub(crate) fn shared(&self) -> Arc<str> {
+                self.0.clone()
+            }
+
             /// Wraps a value read back from the database.
             pub(crate) fn from_trusted(value: String) -> Self {
-                $name(value)
+                $name(Arc::from(value))
             }
         }
 
@@ -66,14 +75,14 @@ prefixed_id!(
 impl SubscriptionId {
     /// A fresh random id.
     pub fn generate() -> Self {
-        SubscriptionId(format!("sub_{}", uuid::Uuid::new_v4().simple()))
+        SubscriptionId(Arc::from(format!("sub_{}", uuid::Uuid::new_v4().simple())))
     }
 }
 
 impl DeliveryId {
     /// A fresh id, ordered by creation time.
     pub fn generate() -> Self {
-        DeliveryId(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+        DeliveryId(Arc::from(format!("msg_{}", uuid::Uuid::now_v7().simple())))
     }
 
     /// The smallest id a delivery created at `millis` (since the epoch) can have: ids sort by their

@@ -24,7 +24,7 @@ pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
 /// A webhook's type, e.g. `invoice.paid`: 1 to 128 characters from `A-Z a-z 0-9 . _ - : /`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventType(String);
+pub struct EventType(std::sync::Arc<str>);
 
 impl EventType {
     /// Parses an event type; `field` names the input in the error.
@@ -43,7 +43,7 @@ impl EventType {
                 "event type may contain only letters, digits and . _ - : /",
             ));
         }
-        Ok(EventType(value.to_owned()))
+        Ok(EventType(std::sync::Arc::from(value)))
     }
 
     /// Parses a subscription's filter list: at most [`MAX_EVENT_TYPES`], duplicates removed, sorted.
@@ -68,9 +68,14 @@ impl EventType {
         &self.0
     }
 
+    /// The event type as shared text, for binding it to a statement without copying it.
+    pub(crate) fn shared(&self) -> std::sync::Arc<str> {
+        self.0.clone()
+    }
+
     /// Wraps a value read back from the database, where it was validated on the way in.
     pub(crate) fn from_trusted(value: String) -> Self {
-        EventType(value)
+        EventType(std::sync::Arc::from(value))
     }
 }
 

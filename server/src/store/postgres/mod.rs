@@ -90,15 +90,7 @@ impl PostgresStore {
             return Ok(WriteOutcome::default());
         }
         Self::lock_log(&mut tx).await?;
-        let outcome = batch::write::<Postgres>(
-            &mut tx,
-            batch,
-            batch::Now::Expression(NOW_MS),
-            INSERT_CHUNK,
-            batch::Framing::Separate,
-            batch::Padding::Exact,
-        )
-        .await?;
+        let outcome = batch::write_postgres(&mut tx, batch, INSERT_CHUNK).await?;
 
         let queued_unleased = batch
             .enqueue

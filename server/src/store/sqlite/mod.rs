@@ -5,6 +5,8 @@
 //! fails half-way with `SQLITE_BUSY`; readers never block the writer in WAL mode. One file is served by
 //! one `whd` process, so this node's clock is the database's clock.
 
+mod batch;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,19 +17,16 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::reads;
 use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions,
     PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch,
     WriteOutcome, duration_millis, encode_event_types, now_millis,
 };
-use super::{batch, reads};
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
 impl_row_ext!(SqliteRow);
-
-/// Rows per multi-row statement (a power of two): well under SQLite's limit of 32,766 bound parameters.
-const INSERT_CHUNK: usize = 256;
 
 /// How long a statement waits for the write lock before giving up; generous because the only
 /// contender is this process's own writer connection, and a checkpoint can take a moment.
@@ -215,21 +214,9 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
-        // One process owns the file, so this node's clock is the database's clock.
-        let now = batch::Now::Value(now_millis());
         let mut connection = self.writer.acquire().await?;
-        let framing = batch::Framing::Combined {
-            begin: "BEGIN IMMEDIATE",
-        };
-        batch::write::<Sqlite>(
-            &mut connection,
-            batch,
-            now,
-            INSERT_CHUNK,
-            framing,
-            batch::Padding::PowerOfTwo,
-        )
-        .await
+        // One process owns the file, so this node's clock is the database's clock.
+        batch::write(&mut connection, batch, now_millis()).await
     }
 
     async fn claim_due(
