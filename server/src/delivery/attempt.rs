@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 
@@ -194,6 +194,7 @@ fn build_request(
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(subscription.target_url.uri().clone())
+        .header(HOST, subscription.target_url.host_header().clone())
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
         .header("webhook-id", task.delivery_id.as_str())

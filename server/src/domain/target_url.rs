@@ -16,6 +16,7 @@ pub const MAX_TARGET_URL_LEN: usize = 2048;
 pub struct TargetUrl {
     url: Url,
     uri: http::Uri,
+    host_header: http::HeaderValue,
 }
 
 impl TargetUrl {
@@ -60,7 +61,20 @@ impl TargetUrl {
         let uri = url.as_str().parse::<http::Uri>().map_err(|error| {
             ServiceError::invalid_field(field, format!("is not a valid request URI ({error})"))
         })?;
-        Ok(TargetUrl { url, uri })
+        // The authority as sent in `host`: the host, and the port unless it is the scheme's default
+        // (which the URL parser has already dropped).
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let host_header = http::HeaderValue::from_str(&authority).map_err(|error| {
+            ServiceError::invalid_field(field, format!("has an invalid host ({error})"))
+        })?;
+        Ok(TargetUrl {
+            url,
+            uri,
+            host_header,
+        })
     }
 
     /// The canonical URL text.
@@ -71,6 +85,11 @@ impl TargetUrl {
     /// The URL as a request URI, parsed once here rather than on every attempt.
     pub fn uri(&self) -> &http::Uri {
         &self.uri
+    }
+
+    /// The `host` header of a request to this URL, built once here rather than on every attempt.
+    pub fn host_header(&self) -> &http::HeaderValue {
+        &self.host_header
     }
 
     /// The host's IP address when the URL names one literally.
@@ -101,6 +120,22 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:8080/"
         );
+    }
+
+    #[test]
+    fn the_host_header_carries_the_port_only_when_it_is_not_the_default() {
+        let host = |url: &str| {
+            TargetUrl::parse("u", url)
+                .unwrap()
+                .host_header()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(host("https://example.com/hook"), "example.com");
+        assert_eq!(host("https://example.com:443/hook"), "example.com");
+        assert_eq!(host("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(host("http://[::1]:9000/"), "[::1]:9000");
     }
 
     #[test]
