@@ -516,10 +516,14 @@ async fn ingest_all(
             })
             .collect(),
     );
-    let rate = args.rate;
     let progress = progress_bar(args.count, "ingest");
     let count = args.count;
     let started = Instant::now();
+    // With --rate, a thread of its own releases one sending turn per webhook when it is due: the
+    // runtime's timer counts whole milliseconds, and its lateness would be charged to the server.
+    let pacer = args
+        .rate
+        .map(|rate| Pacer::start(started, rate, count, args.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
         let (client, urls, body, next, progress, hanging_url, hanging) = (
@@ -531,12 +535,21 @@ async fn ingest_all(
             hanging_url.clone(),
             hanging.clone(),
         );
+        let turns = pacer.as_ref().map(Pacer::turns);
+        let pacer_rate = args.rate;
         tasks.spawn(async move {
             let mut latency =
                 Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
             let mut errors: HashMap<String, u64> = HashMap::new();
             let mut sent_at = HashMap::new();
             loop {
+                if let Some(turns) = &turns {
+                    turns
+                        .acquire()
+                        .await
+                        .expect("the pacer never closes its semaphore")
+                        .forget();
+                }
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= count {
                     break;
@@ -548,12 +561,10 @@ async fn ingest_all(
                     Some(hanging) if hangs => hanging,
                     _ => &urls[(index % urls.len() as u64) as usize],
                 };
-                let sent = match rate {
-                    Some(rate) => {
-                        let due = started + Duration::from_secs_f64(index as f64 / rate);
-                        tokio::time::sleep_until(due.into()).await;
-                        due
-                    }
+                // Paced, latency counts from when the webhook was due, so that a stall is not hidden
+                // by the sender waiting for it.
+                let sent = match &pacer_rate {
+                    Some(rate) => started + Duration::from_secs_f64(index as f64 / rate),
                     None => Instant::now(),
                 };
                 match post(&client, url, &body).await {
@@ -590,6 +601,9 @@ async fn ingest_all(
         }
     }
     let finished = Instant::now();
+    if let Some(pacer) = pacer {
+        pacer.finish().await;
+    }
     progress.finish_and_clear();
     IngestOutcome {
         started,
@@ -599,6 +613,42 @@ async fn ingest_all(
         latency,
         errors,
         sent_at,
+    }
+}
+
+/// Releases sending turns at a steady rate from a thread of its own, which sleeps with the operating
+/// system's precision (tens of microseconds) rather than the runtime timer's whole milliseconds.
+struct Pacer {
+    turns: Arc<tokio::sync::Semaphore>,
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl Pacer {
+    /// Starts releasing `count` turns, turn `n` at `started + n / rate`, then one more per sender so
+    /// that every sender wakes to see that the run is over.
+    fn start(started: Instant, rate: f64, count: u64, senders: usize) -> Self {
+        let turns = Arc::new(tokio::sync::Semaphore::new(0));
+        let releasing = turns.clone();
+        let thread = tokio::task::spawn_blocking(move || {
+            for index in 0..count {
+                let due = started + Duration::from_secs_f64(index as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                releasing.add_permits(1);
+            }
+            releasing.add_permits(senders);
+        });
+        Pacer { turns, thread }
+    }
+
+    fn turns(&self) -> Arc<tokio::sync::Semaphore> {
+        self.turns.clone()
+    }
+
+    async fn finish(self) {
+        let _ = self.thread.await;
     }
 }
 
