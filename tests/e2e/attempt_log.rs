@@ -383,7 +383,8 @@ async fn retention_purges_finished_deliveries_but_never_pending_ones() {
     let server = OverriddenServer::start(&[
         ("--retention", "1s"),
         ("--purge-interval", "200ms"),
-        ("--retry-schedule", "1h"),
+        // Long enough for retention to pass over the pending delivery before its retry.
+        ("--retry-schedule", "4s"),
     ])
     .await;
     let failing = Receiver::start(500).await;
@@ -392,7 +393,7 @@ async fn retention_purges_finished_deliveries_but_never_pending_ones() {
     let finished_subscription = subscribe(&server.client, &succeeding.url).await;
     // The pending delivery is the older one, so any purge that reaches the finished one by age
     // would reach it too.
-    let pending = ingest(&server.client, &pending_subscription.id, "{}").await;
+    let pending = ingest(&server.client, &pending_subscription.id, r#"{"order": 42}"#).await;
     wait_for(&server.client, &pending, "the first attempt failed", |d| {
         d.attempt_count == 1
     })
@@ -418,5 +419,18 @@ async fn retention_purges_finished_deliveries_but_never_pending_ones() {
     let (finished_attempts, _) =
         attempts_page(&server.client, &finished_subscription.id, 0, "").await;
     assert!(finished_attempts.is_empty(), "{finished_attempts:?}");
+
+    // The retry, after retention has passed over the pending delivery, still sends its payload.
+    eventually(DEADLINE, "the pending delivery is retried", || {
+        let count = failing.count();
+        async move { (count >= 2).then_some(()) }
+    })
+    .await;
+    let bodies: Vec<Vec<u8>> = failing
+        .received()
+        .iter()
+        .map(|request| request.body.to_vec())
+        .collect();
+    assert_eq!(bodies, vec![br#"{"order": 42}"#.to_vec(); 2]);
     server.stop().await;
 }

@@ -6,8 +6,8 @@
 //! every statement reports anyway: how many rows it changed and the last rowid it inserted. That is
 //! enough because this process is the file's only writer (one writer connection): the rows one
 //! statement inserts get consecutive rowids in the order the statement produces them. So
-//! - the `Queued` log entries of a chunk are inserted by selecting the chunk's freshly inserted
-//!   deliveries in rowid order, and their cursors are the last `n` before the last rowid;
+//! - the `Queued` log entries of a chunk are inserted in batch order, and their cursors are the last
+//!   `n` up to the last rowid;
 //! - the attempt entries are inserted in batch order (`ORDER BY` their position) for the results that
 //!   pass the fencing check, and the update that follows applies exactly the entries just logged (the
 //!   last `changes()` cursors), so the two cannot disagree. When every result passed, their cursors
@@ -231,7 +231,7 @@ fn statements(
     combined.end(Report::Ignored);
     for chunk in batch.enqueue.chunks(CHUNK) {
         push_insert_deliveries(&mut combined, chunk, now)?;
-        push_insert_queued_events(&mut combined, chunk.len(), now)?;
+        push_insert_queued_events(&mut combined, chunk, now)?;
     }
     for (index, chunk) in recordable.chunks(CHUNK).enumerate() {
         push_insert_attempt_events(&mut combined, chunk, now)?;
@@ -247,7 +247,7 @@ fn statements(
 }
 
 /// Inserts a chunk of queued webhooks; a leased one is due when its lease expires, an unleased one at
-/// once. Row values: id, subscription, event type, payload, lease duration (NULL: unleased), owner.
+/// once. Row values: id, subscription, event type, lease duration (NULL: unleased), owner.
 fn push_insert_deliveries(
     combined: &mut Combined,
     chunk: &[NewDelivery],
@@ -256,13 +256,12 @@ fn push_insert_deliveries(
     let pending = DeliveryStatus::Pending.as_i64();
     let _ = write!(
         combined.sql,
-        "INSERT OR ROLLBACK INTO deliveries (id, subscription_id, event_type, payload, status, \
-         next_attempt_at, lease_owner, lease_token, created_at) \
-         SELECT column1, column2, column3, column4, {pending}, "
+        "INSERT OR ROLLBACK INTO deliveries (id, subscription_id, event_type, status, next_attempt_at, \
+         lease_owner, lease_token, created_at) SELECT column1, column2, column3, {pending}, "
     );
     combined.bind(now)?;
     combined
-        .push(" + coalesce(column5, 0), column6, CASE WHEN column5 IS NULL THEN 0 ELSE 1 END, ");
+        .push(" + coalesce(column4, 0), column5, CASE WHEN column4 IS NULL THEN 0 ELSE 1 END, ");
     combined.bind(now)?;
     combined.push(" FROM (VALUES ");
     for (index, delivery) in padded(chunk).enumerate() {
@@ -272,13 +271,7 @@ fn push_insert_deliveries(
         combined.push(",");
         combined.bind(delivery.map(|delivery| delivery.subscription_id.shared()))?;
         combined.push(",");
-        combined.bind(
-            delivery
-                .and_then(|delivery| delivery.event_type.as_ref())
-                .map(|event_type| event_type.shared()),
-        )?;
-        combined.push(",");
-        combined.bind(delivery.map(|delivery| delivery.payload.to_vec()))?;
+        combined.bind(event_type(delivery))?;
         combined.push(",");
         combined.bind(lease.map(|lease| duration_millis(lease.duration)))?;
         combined.push(",");
@@ -290,11 +283,11 @@ fn push_insert_deliveries(
     Ok(())
 }
 
-/// Appends the `Queued` entries of the `rows` deliveries just inserted, which are the rows with the
-/// highest rowids, in rowid (that is, batch) order.
+/// Appends the `Queued` entries of a chunk of queued webhooks, in batch order, with their payloads.
+/// Row values: id, subscription, event type, payload.
 fn push_insert_queued_events(
     combined: &mut Combined,
-    rows: usize,
+    chunk: &[NewDelivery],
     now: Millis,
 ) -> Result<(), StoreError> {
     let queued = EventKind::Queued.as_i64();
@@ -302,14 +295,31 @@ fn push_insert_queued_events(
     let _ = write!(
         combined.sql,
         "INSERT OR ROLLBACK INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, \
-         logged_at) SELECT {queued}, id, subscription_id, event_type, {pending}, "
+         logged_at, payload) SELECT {queued}, column1, column2, column3, {pending}, "
     );
     combined.bind(now)?;
-    combined.push(" FROM deliveries WHERE rowid > (SELECT max(rowid) FROM deliveries) - ");
-    combined.bind(rows as i64)?;
-    combined.push(" ORDER BY rowid");
-    combined.end(Report::Queued { rows });
+    combined.push(", column4 FROM (VALUES ");
+    for (index, delivery) in padded(chunk).enumerate() {
+        combined.push(if index == 0 { "(" } else { ",(" });
+        combined.bind(delivery.map(|delivery| delivery.id.shared()))?;
+        combined.push(",");
+        combined.bind(delivery.map(|delivery| delivery.subscription_id.shared()))?;
+        combined.push(",");
+        combined.bind(event_type(delivery))?;
+        combined.push(",");
+        combined.bind(delivery.map(|delivery| delivery.payload.to_vec()))?;
+        combined.push(")");
+    }
+    combined.push(") WHERE column1 IS NOT NULL");
+    combined.end(Report::Queued { rows: chunk.len() });
     Ok(())
+}
+
+/// A queued webhook's event type as bound.
+fn event_type(delivery: Option<&NewDelivery>) -> Option<Arc<str>> {
+    delivery
+        .and_then(|delivery| delivery.event_type.as_ref())
+        .map(|event_type| event_type.shared())
 }
 
 /// The fencing check, with `d` the delivery and `v` an attempt result: the row is pending, its lease

@@ -21,8 +21,8 @@ use super::reads;
 use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions,
-    PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch,
-    WriteOutcome, duration_millis, encode_event_types, now_millis,
+    PURGEABLE_LOG_ENTRY, PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord,
+    WriteBatch, WriteOutcome, duration_millis, encode_event_types, now_millis,
 };
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
@@ -290,16 +290,18 @@ impl Store for SqliteStore {
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
         let mut tx = self.begin_write().await?;
         // The oldest window of the log, by cursor, minus anything in it that is still recent: cursors
-        // grow with time, so this finds old entries without an index on their age.
-        let log_entries = sqlx::query(
+        // grow with time, so this finds old entries without an index on their age. Entries that must
+        // stay are skipped, so that they never fill the window.
+        let sql = format!(
             "DELETE FROM delivery_log WHERE logged_at < ? AND cursor IN \
-             (SELECT cursor FROM delivery_log ORDER BY cursor LIMIT ?)",
-        )
-        .bind(before)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+             (SELECT cursor FROM delivery_log AS l WHERE {PURGEABLE_LOG_ENTRY} ORDER BY cursor LIMIT ?)"
+        );
+        let log_entries = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         // Delivery ids begin with their creation time, so old rows are a primary-key range.
         let deliveries = sqlx::query(
             "DELETE FROM deliveries WHERE id IN \
@@ -335,5 +337,147 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A database written by the first schema: payloads in `deliveries`.
+    async fn database_of_the_first_schema(path: &str) {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate!("src/store/sqlite/migrations")
+            .run_to(1, &pool)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO deliveries (id, subscription_id, payload, status, attempt_count, next_attempt_at, created_at, finished_at) VALUES
+               ('msg_00000000000000000000000000000001', 'sub_a', CAST('{\"n\":1}' AS BLOB), 1, 1, 0, 1000, NULL),
+               ('msg_00000000000000000000000000000002', 'sub_a', CAST('{\"n\":2}' AS BLOB), 1, 1, 0, 2000, NULL),
+               ('msg_00000000000000000000000000000003', 'sub_a', CAST('{\"n\":3}' AS BLOB), 2, 1, NULL, 3000, 3100);
+             -- The first and third still have their queued entries; retention took the second's.
+             INSERT INTO delivery_log (kind, delivery_id, subscription_id, status, logged_at) VALUES
+               (1, 'msg_00000000000000000000000000000001', 'sub_a', 1, 1000),
+               (1, 'msg_00000000000000000000000000000003', 'sub_a', 1, 3000);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn moving_payloads_into_the_log_keeps_every_pending_delivery_deliverable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whd.db");
+        let path = path.to_str().unwrap();
+        database_of_the_first_schema(path).await;
+
+        let store = SqliteStore::open(path, &OpenOptions::default())
+            .await
+            .unwrap();
+        let lease = LeaseRequest {
+            owner: Arc::from("node-a"),
+            duration: Duration::from_secs(60),
+        };
+        let mut claimed = store.claim_due(&lease, 10).await.unwrap();
+        claimed.sort_by(|a, b| a.delivery_id.as_str().cmp(b.delivery_id.as_str()));
+        let payloads: Vec<&[u8]> = claimed.iter().map(|task| &task.payload[..]).collect();
+        assert_eq!(
+            payloads,
+            [&br#"{"n":1}"#[..], &br#"{"n":2}"#[..]],
+            "both pending deliveries are claimed with their payloads"
+        );
+        let log = store
+            .events_after(0, &EventFilter::default(), 100)
+            .await
+            .unwrap();
+        let queued: Vec<&str> = log
+            .iter()
+            .filter(|entry| entry.kind == EventKind::Queued)
+            .map(|entry| entry.delivery_id.as_str())
+            .collect();
+        assert_eq!(
+            queued.len(),
+            3,
+            "the second delivery got its queued entry back: {queued:?}"
+        );
+        let finished = store
+            .get_delivery(&DeliveryId::parse("msg_00000000000000000000000000000003").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(finished.status, DeliveryStatus::Delivered);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_the_queued_entry_of_a_pending_delivery_and_purges_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whd.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
+            .await
+            .unwrap();
+        let subscription_id = SubscriptionId::generate();
+        let webhook = |lease: Option<LeaseRequest>| crate::store::NewDelivery {
+            id: DeliveryId::generate(),
+            subscription_id: subscription_id.clone(),
+            event_type: None,
+            payload: bytes::Bytes::from_static(br#"{"kept":true}"#),
+            lease,
+        };
+        // Many old pending deliveries ahead of a finished one: the purge must get past them.
+        let pending: Vec<_> = (0..5).map(|_| webhook(None)).collect();
+        store
+            .commit(&WriteBatch {
+                enqueue: pending.clone(),
+                attempts: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let finished = webhook(None);
+        store
+            .commit(&WriteBatch {
+                enqueue: vec![finished.clone()],
+                attempts: Vec::new(),
+            })
+            .await
+            .unwrap();
+        sqlx::query("UPDATE deliveries SET status = 2, finished_at = 0 WHERE id = ?")
+            .bind(finished.id.as_str())
+            .execute(&store.writer)
+            .await
+            .unwrap();
+
+        // Purge everything logged up to now, two rows at a time.
+        let cutoff = now_millis() + 1;
+        let mut purged = 0;
+        for _ in 0..10 {
+            purged += store.purge(cutoff, 2).await.unwrap().log_entries;
+        }
+        assert_eq!(purged, 1, "only the finished delivery's entry goes");
+        let lease = LeaseRequest {
+            owner: Arc::from("node-a"),
+            duration: Duration::from_secs(60),
+        };
+        let claimed = store.claim_due(&lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 5);
+        assert!(
+            claimed
+                .iter()
+                .all(|task| &task.payload[..] == br#"{"kept":true}"#)
+        );
+        store.close().await;
     }
 }
