@@ -52,7 +52,7 @@ type Logged = (i64, i64, String, i64, Option<i64>);
 /// Inserts queued webhooks; a leased one is due when its lease expires, an unleased one at once.
 fn push_insert_deliveries(query: &mut QueryBuilder<Postgres>, chunk: &[NewDelivery]) {
     query.push(
-        "INSERT INTO deliveries (id, subscription_id, event_type, status, next_attempt_at, \
+        "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
          lease_owner, lease_token, created_at) ",
     );
     query.push_values(chunk, |mut row, delivery| {
@@ -67,6 +67,7 @@ fn push_insert_deliveries(query: &mut QueryBuilder<Postgres>, chunk: &[NewDelive
         row.push_bind(delivery.id.as_str().to_owned())
             .push_bind(delivery.subscription_id.as_str().to_owned())
             .push_bind(event_type_text(delivery.event_type.as_ref()))
+            .push_bind(delivery.payload.to_vec())
             .push_bind(DeliveryStatus::Pending.as_i64());
         push_now_plus(&mut row, Some(lease_ms));
         row.push_bind(owner).push_bind(token);
@@ -74,11 +75,10 @@ fn push_insert_deliveries(query: &mut QueryBuilder<Postgres>, chunk: &[NewDelive
     });
 }
 
-/// Appends the `Queued` log entries of queued webhooks, which hold their payloads.
+/// Appends the `Queued` log entries of queued webhooks.
 fn push_insert_queued_events(query: &mut QueryBuilder<Postgres>, chunk: &[NewDelivery]) {
     query.push(
-        "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at, \
-         payload) ",
+        "INSERT INTO delivery_log (kind, delivery_id, subscription_id, event_type, status, logged_at) ",
     );
     query.push_values(chunk, |mut row, delivery| {
         row.push_bind(EventKind::Queued.as_i64())
@@ -87,7 +87,6 @@ fn push_insert_queued_events(query: &mut QueryBuilder<Postgres>, chunk: &[NewDel
             .push_bind(event_type_text(delivery.event_type.as_ref()))
             .push_bind(DeliveryStatus::Pending.as_i64());
         push_now_plus(&mut row, Some(0));
-        row.push_bind(delivery.payload.to_vec());
     });
     query.push(LOGGED_RETURNING);
 }

@@ -354,11 +354,6 @@ pub enum Notification {
     Reconnected,
 }
 
-/// Which log entries (`l`) retention may remove once they are old: all but the `Queued` entry of a
-/// delivery still pending, which holds the payload its next attempt sends.
-pub(crate) const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
-     (SELECT 1 FROM deliveries AS d WHERE d.id = l.delivery_id AND d.status = 1))";
-
 /// The error logged for pending deliveries of a deleted subscription.
 pub(crate) const SUBSCRIPTION_DELETED: &str = "subscription was deleted; no further attempts";
 

@@ -155,11 +155,11 @@ pub(crate) fn delivery(row: &impl RowExt) -> Result<DeliveryRecord, StoreError> 
     })
 }
 
-/// Columns a claim of `deliveries` returns, in the order [`claimed_task`] reads them. The payload is
-/// in the delivery's `Queued` log entry (kind 1), which retention keeps while the delivery is pending.
-pub(crate) const CLAIM_COLUMNS: &str = "id, subscription_id, event_type, \
-     (SELECT q.payload FROM delivery_log AS q WHERE q.delivery_id = deliveries.id AND q.kind = 1) \
-     AS payload, attempt_count, lease_token, next_attempt_at";
+/// Columns a claim of `deliveries` returns, but for the payload, which each backend adds as `payload`
+/// (SQLite keeps it in the delivery's `Queued` log entry, PostgreSQL beside the row). [`claimed_task`]
+/// reads them by name.
+pub(crate) const CLAIM_COLUMNS: &str =
+    "id, subscription_id, event_type, attempt_count, lease_token, next_attempt_at";
 
 pub(crate) fn claimed_task(row: &impl RowExt) -> Result<ClaimedTask, StoreError> {
     Ok(ClaimedTask {

@@ -21,8 +21,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, Notification,
-    OpenOptions, PURGEABLE_LOG_ENTRY, PurgeCounts, Store, StoreError, SubscriptionCursor,
-    SubscriptionRecord, WriteBatch, WriteOutcome, duration_millis, encode_event_types,
+    OpenOptions, PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord,
+    WriteBatch, WriteOutcome, duration_millis, encode_event_types,
 };
 use super::{batch, reads};
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
@@ -297,7 +297,7 @@ impl Store for PostgresStore {
             "UPDATE deliveries SET lease_owner = $1, lease_token = lease_token + 1, \
              next_attempt_at = {NOW_MS} + $2 \
              WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= (SELECT {NOW_MS}) \
-             ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {CLAIM_COLUMNS}"
+             ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING {CLAIM_COLUMNS}, payload"
         );
         let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease.owner.as_ref())
@@ -358,19 +358,16 @@ impl Store for PostgresStore {
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
         // SKIP LOCKED: nodes purging at the same time take different rows instead of waiting.
         // The oldest window of the log, by cursor, minus anything in it that is still recent: cursors
-        // grow with time, so this finds old entries without an index on their age. Entries that must
-        // stay are skipped, so that they never fill the window.
-        let sql = format!(
+        // grow with time, so this finds old entries without an index on their age.
+        let log_entries = sqlx::query(
             "DELETE FROM delivery_log WHERE logged_at < $1 AND cursor IN \
-             (SELECT cursor FROM delivery_log AS l WHERE {PURGEABLE_LOG_ENTRY} \
-             ORDER BY cursor LIMIT $2 FOR UPDATE SKIP LOCKED)"
-        );
-        let log_entries = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(before)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+             (SELECT cursor FROM delivery_log ORDER BY cursor LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         // Delivery ids begin with their creation time, so old rows are a primary-key range.
         let deliveries = sqlx::query(
             "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \

@@ -21,12 +21,22 @@ use super::reads;
 use super::rows::{self, CLAIM_COLUMNS, EVENT_COLUMNS, impl_row_ext};
 use super::{
     ClaimedTask, DeliveryRecord, EventFilter, LeaseRequest, LoggedEvent, Millis, OpenOptions,
-    PURGEABLE_LOG_ENTRY, PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord,
-    WriteBatch, WriteOutcome, duration_millis, encode_event_types, now_millis,
+    PurgeCounts, Store, StoreError, SubscriptionCursor, SubscriptionRecord, WriteBatch,
+    WriteOutcome, duration_millis, encode_event_types, now_millis,
 };
 use crate::domain::{AttemptOutcome, DeliveryId, DeliveryStatus, EventKind, SubscriptionId};
 
 impl_row_ext!(SqliteRow);
+
+/// A claimed delivery's payload, from its `Queued` log entry (kind 1), which retention keeps while the
+/// delivery is pending ([`PURGEABLE_LOG_ENTRY`]).
+const CLAIM_PAYLOAD: &str = "(SELECT q.payload FROM delivery_log AS q \
+     WHERE q.delivery_id = deliveries.id AND q.kind = 1) AS payload";
+
+/// Which log entries (`l`) retention may remove once they are old: all but the `Queued` entry of a
+/// delivery still pending, which holds the payload its next attempt sends.
+const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
+     (SELECT 1 FROM deliveries AS d WHERE d.id = l.delivery_id AND d.status = 1))";
 
 /// How long a statement waits for the write lock before giving up; generous because the only
 /// contender is this process's own writer connection, and a checkpoint can take a moment.
@@ -229,7 +239,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE deliveries SET lease_owner = ?, lease_token = lease_token + 1, next_attempt_at = ? \
              WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at LIMIT ?) RETURNING {CLAIM_COLUMNS}"
+             ORDER BY next_attempt_at LIMIT ?) RETURNING {CLAIM_COLUMNS}, {CLAIM_PAYLOAD}"
         );
         let claimed = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease.owner.as_ref())
