@@ -414,8 +414,8 @@ mod tests {
 
     use super::*;
     use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
-    use crate::store::sqlite::SqliteStore;
-    use crate::store::{EventFilter, LeaseRequest, OpenOptions, Store};
+    use crate::store::sqlite::{SqliteStore, temporary_store};
+    use crate::store::{EventFilter, LeaseRequest, Store};
 
     #[test]
     fn chunks_are_padded_to_a_power_of_two_so_few_statement_texts_exist() {
@@ -473,11 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_over_several_statements_returns_exactly_the_entries_it_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("whd.db");
-        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
-            .await
-            .unwrap();
+        let (_dir, store) = temporary_store().await;
         let subscription_id = SubscriptionId::generate();
 
         // 600 webhooks: three chunks of at most 256 rows, one transaction.
@@ -578,11 +574,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_batch_leaves_nothing_behind_and_the_next_one_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("whd.db");
-        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
-            .await
-            .unwrap();
+        let (_dir, store) = temporary_store().await;
         let subscription_id = SubscriptionId::generate();
         let first = leased_webhook(&subscription_id);
         // The same id twice violates the primary key half-way through the transaction.

@@ -350,6 +350,20 @@ impl Store for SqliteStore {
     }
 }
 
+/// A store in a fresh file of a temporary folder, which lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) async fn temporary_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("a temporary folder can be created");
+    let path = dir.path().join("whd.db");
+    let store = SqliteStore::open(
+        path.to_str().expect("temporary paths are UTF-8"),
+        &OpenOptions::default(),
+    )
+    .await
+    .expect("a fresh file opens");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -434,11 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_keeps_the_queued_entry_of_a_pending_delivery_and_purges_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("whd.db");
-        let store = SqliteStore::open(path.to_str().unwrap(), &OpenOptions::default())
-            .await
-            .unwrap();
+        let (_dir, store) = temporary_store().await;
         let subscription_id = SubscriptionId::generate();
         let webhook = |lease: Option<LeaseRequest>| crate::store::NewDelivery {
             id: DeliveryId::generate(),
