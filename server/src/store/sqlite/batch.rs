@@ -459,6 +459,15 @@ mod tests {
         }
     }
 
+    /// Commits a batch of attempt results; returns what each came to.
+    async fn record(store: &SqliteStore, attempts: Vec<AttemptRecord>) -> Vec<Option<LoggedEvent>> {
+        let batch = WriteBatch {
+            enqueue: Vec::new(),
+            attempts,
+        };
+        store.commit(&batch).await.unwrap().attempts
+    }
+
     /// Every log entry in the store, by cursor.
     async fn stored_log(store: &SqliteStore) -> HashMap<i64, LoggedEvent> {
         let entries = store
@@ -505,14 +514,7 @@ mod tests {
             .iter()
             .map(|webhook| success(webhook, 1))
             .collect();
-        let recorded = store
-            .commit(&WriteBatch {
-                enqueue: Vec::new(),
-                attempts,
-            })
-            .await
-            .unwrap()
-            .attempts;
+        let recorded = record(&store, attempts).await;
         let log = stored_log(&store).await;
         for (event, webhook) in recorded.iter().zip(&webhooks) {
             let event = event.as_ref().expect("a current result is recorded");
@@ -528,14 +530,7 @@ mod tests {
             .map(|(index, webhook)| success(webhook, if index % 10 == 3 { 7 } else { 1 }))
             .collect();
         attempts.push(success(&webhooks[301], 1));
-        let recorded = store
-            .commit(&WriteBatch {
-                enqueue: Vec::new(),
-                attempts,
-            })
-            .await
-            .unwrap()
-            .attempts;
+        let recorded = record(&store, attempts).await;
         assert_eq!(recorded.len(), 101);
         assert!(
             recorded[100].is_none(),
