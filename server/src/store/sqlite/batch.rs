@@ -88,6 +88,42 @@ impl Combined {
         self.sql.push_str(";\n");
         self.reports.push(report);
     }
+
+    /// Writes one VALUES row, `(?, ?, …)`, preceded by a comma unless it is the first (`index` 0).
+    fn values_row(
+        &mut self,
+        index: usize,
+        values: impl FnOnce(&mut Row<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.push(if index == 0 { "(" } else { ",(" });
+        values(&mut Row {
+            combined: self,
+            empty: true,
+        })?;
+        self.push(")");
+        Ok(())
+    }
+}
+
+/// The values of one VALUES row being written, separated by commas.
+struct Row<'a> {
+    combined: &'a mut Combined,
+    empty: bool,
+}
+
+impl Row<'_> {
+    /// Binds the row's next value.
+    fn bind<T>(&mut self, value: T) -> Result<&mut Self, StoreError>
+    where
+        T: for<'q> Encode<'q, Sqlite> + Type<Sqlite> + Send + 'static,
+    {
+        if !self.empty {
+            self.combined.push(",");
+        }
+        self.empty = false;
+        self.combined.bind(value)?;
+        Ok(self)
+    }
 }
 
 /// Writes `batch` in one transaction; `now` is this node's clock, which is the database's.
@@ -265,18 +301,15 @@ fn push_insert_deliveries(
     combined.bind(now)?;
     combined.push(" FROM (VALUES ");
     for (index, delivery) in padded(chunk).enumerate() {
-        combined.push(if index == 0 { "(" } else { ",(" });
         let lease = delivery.and_then(|delivery| delivery.lease.as_ref());
-        combined.bind(delivery.map(|delivery| delivery.id.shared()))?;
-        combined.push(",");
-        combined.bind(delivery.map(|delivery| delivery.subscription_id.shared()))?;
-        combined.push(",");
-        combined.bind(event_type(delivery))?;
-        combined.push(",");
-        combined.bind(lease.map(|lease| duration_millis(lease.duration)))?;
-        combined.push(",");
-        combined.bind(lease.map(|lease| Arc::clone(&lease.owner)))?;
-        combined.push(")");
+        combined.values_row(index, |row| {
+            row.bind(delivery.map(|delivery| delivery.id.shared()))?
+                .bind(delivery.map(|delivery| delivery.subscription_id.shared()))?
+                .bind(event_type(delivery))?
+                .bind(lease.map(|lease| duration_millis(lease.duration)))?
+                .bind(lease.map(|lease| Arc::clone(&lease.owner)))?;
+            Ok(())
+        })?;
     }
     combined.push(") WHERE column1 IS NOT NULL");
     combined.end(Report::Ignored);
@@ -300,15 +333,13 @@ fn push_insert_queued_events(
     combined.bind(now)?;
     combined.push(", column4 FROM (VALUES ");
     for (index, delivery) in padded(chunk).enumerate() {
-        combined.push(if index == 0 { "(" } else { ",(" });
-        combined.bind(delivery.map(|delivery| delivery.id.shared()))?;
-        combined.push(",");
-        combined.bind(delivery.map(|delivery| delivery.subscription_id.shared()))?;
-        combined.push(",");
-        combined.bind(event_type(delivery))?;
-        combined.push(",");
-        combined.bind(delivery.map(|delivery| delivery.payload.to_vec()))?;
-        combined.push(")");
+        combined.values_row(index, |row| {
+            row.bind(delivery.map(|delivery| delivery.id.shared()))?
+                .bind(delivery.map(|delivery| delivery.subscription_id.shared()))?
+                .bind(event_type(delivery))?
+                .bind(delivery.map(|delivery| delivery.payload.to_vec()))?;
+            Ok(())
+        })?;
     }
     combined.push(") WHERE column1 IS NOT NULL");
     combined.end(Report::Queued { rows: chunk.len() });
@@ -347,35 +378,24 @@ fn push_insert_attempt_events(
     combined.push(" + v.column13 FROM (VALUES ");
     for (position, attempt) in padded(chunk).enumerate() {
         let attempt = attempt.copied();
-        combined.push(if position == 0 { "(" } else { ",(" });
-        combined.bind(attempt.map(|_| position as i64))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.delivery_id.shared()))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.outcome.resulting_status().as_i64()))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| i64::from(attempt.attempt_number)))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.outcome.as_i64()))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.attempt_time))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.target_url.clone()))?;
-        combined.push(",");
-        combined.bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))?;
-        combined.push(",");
-        combined.bind(attempt.and_then(|attempt| attempt.error.clone()))?;
-        combined.push(",");
-        combined.bind(
-            attempt.map(|attempt| i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)),
-        )?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| Arc::clone(&attempt.node_id)))?;
-        combined.push(",");
-        combined.bind(attempt.map(|attempt| attempt.lease_token))?;
-        combined.push(",");
-        combined.bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))?;
-        combined.push(")");
+        combined.values_row(position, |row| {
+            row.bind(attempt.map(|_| position as i64))?
+                .bind(attempt.map(|attempt| attempt.delivery_id.shared()))?
+                .bind(attempt.map(|attempt| attempt.outcome.resulting_status().as_i64()))?
+                .bind(attempt.map(|attempt| i64::from(attempt.attempt_number)))?
+                .bind(attempt.map(|attempt| attempt.outcome.as_i64()))?
+                .bind(attempt.map(|attempt| attempt.attempt_time))?
+                .bind(attempt.map(|attempt| attempt.target_url.clone()))?
+                .bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))?
+                .bind(attempt.and_then(|attempt| attempt.error.clone()))?
+                .bind(attempt.map(|attempt| {
+                    i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)
+                }))?
+                .bind(attempt.map(|attempt| Arc::clone(&attempt.node_id)))?
+                .bind(attempt.map(|attempt| attempt.lease_token))?
+                .bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))?;
+            Ok(())
+        })?;
     }
     let _ = write!(
         combined.sql,
