@@ -15,6 +15,7 @@ use whd_proto::v1::delivery_service_server::DeliveryServiceServer;
 use whd_proto::v1::subscription_service_server::SubscriptionServiceServer;
 
 use crate::api;
+use crate::attempt_index;
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
 use crate::config::{Config, ConfigError, SqliteSync};
@@ -257,6 +258,9 @@ impl App {
             retention_stop.clone(),
         ));
 
+        let indexing_stop = CancellationToken::new();
+        background.spawn(attempt_index::run(store.clone(), indexing_stop.clone()));
+
         tracing::info!(grpc = %grpc_addr, http = %http_addr, node = %node_id, "whd is serving");
         shutdown.cancelled().await;
         tracing::info!(grace = ?config.shutdown_grace, "shutting down");
@@ -289,6 +293,7 @@ impl App {
         // 4. Commit what is queued, stop the purge, end gRPC calls and streams.
         commit_stop.cancel();
         retention_stop.cancel();
+        indexing_stop.cancel();
         follower_stop.cancel();
         background.close();
         background.wait().await;

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`app`]: binds ports, runs every component, drains them in order on shutdown.
+//! - [`attempt_index`]: keeps the per-subscription index of attempts up to date behind the log.
 //! - [`config`]: typed configuration from defaults, `WHD_*` variables and flags.
 //! - [`telemetry`]: tracing setup.
 //! - [`error`]: the error-code taxonomy and its mapping to gRPC and HTTP.
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod attempt_index;
 pub mod cache;
 pub mod commit;
 pub mod config;

@@ -421,6 +421,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError>;
+    /// Brings the per-subscription index of attempts up to date with the log by one bounded step;
+    /// returns whether more is left to index. A backend whose index is kept by each commit has
+    /// nothing to do.
+    async fn index_attempts(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// Log entries after `after` in cursor order that pass `filter`, at most `limit` of them; fewer
     /// than `limit` means there are no more.
     async fn events_after(

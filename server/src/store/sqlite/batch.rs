@@ -427,15 +427,11 @@ fn push_logged_attempts_update(combined: &mut Combined, now: Millis) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::Bytes;
-
     use super::*;
-    use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
+    use crate::domain::SubscriptionId;
+    use crate::store::sqlite::fixtures::{leased_webhook, success};
     use crate::store::sqlite::{SqliteStore, temporary_store};
-    use crate::store::{EventFilter, LeaseRequest, Store};
+    use crate::store::{EventFilter, Store};
 
     #[test]
     fn chunks_are_padded_to_a_power_of_two_so_few_statement_texts_exist() {
@@ -446,37 +442,6 @@ mod tests {
         let rows = [1, 2, 3];
         let padded_rows: Vec<_> = padded(&rows).collect();
         assert_eq!(padded_rows, vec![Some(&1), Some(&2), Some(&3), None]);
-    }
-
-    fn leased_webhook(subscription_id: &SubscriptionId) -> NewDelivery {
-        NewDelivery {
-            id: DeliveryId::generate(),
-            subscription_id: subscription_id.clone(),
-            event_type: None,
-            payload: Bytes::from_static(br#"{"n":1}"#),
-            lease: Some(LeaseRequest {
-                owner: Arc::from("node-a"),
-                duration: Duration::from_secs(60),
-            }),
-        }
-    }
-
-    fn success(delivery: &NewDelivery, lease_token: i64) -> AttemptRecord {
-        AttemptRecord {
-            delivery_id: delivery.id.clone(),
-            subscription_id: delivery.subscription_id.clone(),
-            event_type: None,
-            lease_token,
-            attempt_number: 1,
-            target_url: "http://127.0.0.1:9/hook".into(),
-            attempt_time: crate::store::now_millis(),
-            outcome: AttemptOutcome::Success,
-            http_status: Some(200),
-            error: None,
-            duration: Duration::from_millis(3),
-            node_id: Arc::from("node-a"),
-            retry_after: None,
-        }
     }
 
     /// Commits a batch of attempt results; returns what each came to.

@@ -38,6 +38,9 @@ const CLAIM_PAYLOAD: &str = "(SELECT q.payload FROM delivery_log AS q \
 const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
      (SELECT 1 FROM deliveries AS d WHERE d.id = l.delivery_id AND d.status = 1))";
 
+/// Most log cursors one step of the attempt index covers; bounds how long a step holds the writer.
+const ATTEMPT_INDEX_STEP: i64 = 4096;
+
 /// How long a statement waits for the write lock before giving up; generous because the only
 /// contender is this process's own writer connection, and a checkpoint can take a moment.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -281,7 +284,58 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        reads::subscription_attempts(&self.reader, id, before, limit).await
+        // The newest attempts may not be indexed yet: those after the index's progress come from the
+        // log itself (a short range of cursors), the rest through the index. One statement, so both
+        // parts see the same snapshot.
+        let sql = format!(
+            "WITH progress AS (SELECT indexed_through FROM subscription_attempts_progress), \
+             tail AS (SELECT cursor FROM delivery_log WHERE cursor > (SELECT indexed_through FROM progress) \
+               AND cursor < ?2 AND kind = 2 AND subscription_id = ?1 ORDER BY cursor DESC LIMIT ?3), \
+             indexed AS (SELECT cursor FROM subscription_attempts WHERE subscription_id = ?1 \
+               AND cursor <= (SELECT indexed_through FROM progress) AND cursor < ?2 \
+               ORDER BY cursor DESC LIMIT ?3) \
+             SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor IN \
+               (SELECT cursor FROM tail UNION ALL SELECT cursor FROM indexed) \
+             ORDER BY cursor DESC LIMIT ?3"
+        );
+        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        found.iter().map(rows::logged_event).collect()
+    }
+
+    async fn index_attempts(&self) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (indexed_through, newest): (i64, i64) = sqlx::query_as(
+            "SELECT indexed_through, coalesce((SELECT max(cursor) FROM delivery_log), 0) \
+             FROM subscription_attempts_progress",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let through = newest.min(indexed_through + ATTEMPT_INDEX_STEP);
+        if through <= indexed_through {
+            return Ok(false);
+        }
+        // Sorted by key, so each page of the index is visited once per step, however many of the
+        // step's attempts land on it. OR IGNORE: a step repeated after a crash finds its rows there.
+        sqlx::query(
+            "INSERT OR IGNORE INTO subscription_attempts (subscription_id, cursor) \
+             SELECT subscription_id, cursor FROM delivery_log \
+             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2 ORDER BY subscription_id, cursor",
+        )
+        .bind(indexed_through)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE subscription_attempts_progress SET indexed_through = ?")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(through < newest)
     }
 
     async fn events_after(
@@ -301,17 +355,28 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         // The oldest window of the log, by cursor, minus anything in it that is still recent: cursors
         // grow with time, so this finds old entries without an index on their age. Entries that must
-        // stay are skipped, so that they never fill the window.
-        let sql = format!(
-            "DELETE FROM delivery_log WHERE logged_at < ? AND cursor IN \
-             (SELECT cursor FROM delivery_log AS l WHERE {PURGEABLE_LOG_ENTRY} ORDER BY cursor LIMIT ?)"
+        // stay are skipped, so that they never fill the window. The attempts among them leave the
+        // per-subscription index first, in the same transaction.
+        let purged = format!(
+            "logged_at < ?1 AND cursor IN \
+             (SELECT cursor FROM delivery_log AS l WHERE {PURGEABLE_LOG_ENTRY} ORDER BY cursor LIMIT ?2)"
         );
-        let log_entries = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(before)
-            .bind(i64::from(limit))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM subscription_attempts WHERE (subscription_id, cursor) IN \
+             (SELECT subscription_id, cursor FROM delivery_log WHERE kind = 2 AND {purged})"
+        )))
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?;
+        let log_entries = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM delivery_log WHERE {purged}"
+        )))
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         // Delivery ids begin with their creation time, so old rows are a primary-key range.
         let deliveries = sqlx::query(
             "DELETE FROM deliveries WHERE id IN \
@@ -364,6 +429,51 @@ pub(crate) async fn temporary_store() -> (tempfile::TempDir, SqliteStore) {
     (dir, store)
 }
 
+/// Webhooks and attempt results for the store's tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
+    use crate::store::{AttemptRecord, LeaseRequest, NewDelivery};
+
+    /// A webhook queued already leased to `node-a`.
+    pub(crate) fn leased_webhook(subscription_id: &SubscriptionId) -> NewDelivery {
+        NewDelivery {
+            id: DeliveryId::generate(),
+            subscription_id: subscription_id.clone(),
+            event_type: None,
+            payload: Bytes::from_static(br#"{"n":1}"#),
+            lease: Some(LeaseRequest {
+                owner: Arc::from("node-a"),
+                duration: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    /// A successful first attempt of `delivery` under the claim's `lease_token`.
+    pub(crate) fn success(delivery: &NewDelivery, lease_token: i64) -> AttemptRecord {
+        AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            subscription_id: delivery.subscription_id.clone(),
+            event_type: None,
+            lease_token,
+            attempt_number: 1,
+            target_url: "http://127.0.0.1:9/hook".into(),
+            attempt_time: crate::store::now_millis(),
+            outcome: AttemptOutcome::Success,
+            http_status: Some(200),
+            error: None,
+            duration: Duration::from_millis(3),
+            node_id: Arc::from("node-a"),
+            retry_after: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -393,7 +503,8 @@ mod tests {
              -- The first and third still have their queued entries; retention took the second's.
              INSERT INTO delivery_log (kind, delivery_id, subscription_id, status, logged_at) VALUES
                (1, 'msg_00000000000000000000000000000001', 'sub_a', 1, 1000),
-               (1, 'msg_00000000000000000000000000000003', 'sub_a', 1, 3000);",
+               (1, 'msg_00000000000000000000000000000003', 'sub_a', 1, 3000),
+               (2, 'msg_00000000000000000000000000000003', 'sub_a', 2, 3100);",
         )
         .execute(&pool)
         .await
@@ -443,6 +554,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(finished.status, DeliveryStatus::Delivered);
+        let indexed: Vec<(String, i64)> =
+            sqlx::query_as("SELECT subscription_id, cursor FROM subscription_attempts")
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+        assert_eq!(
+            indexed,
+            [("sub_a".to_owned(), 3)],
+            "the attempt was indexed"
+        );
         store.close().await;
     }
 
@@ -498,6 +619,112 @@ mod tests {
                 .iter()
                 .all(|task| &task.payload[..] == br#"{"kept":true}"#)
         );
+        store.close().await;
+    }
+
+    /// Queues one webhook per subscription in `subscriptions` and records a successful attempt for each.
+    async fn attempted_once(store: &SqliteStore, subscriptions: &[&SubscriptionId]) {
+        let webhooks: Vec<_> = subscriptions
+            .iter()
+            .map(|subscription| fixtures::leased_webhook(subscription))
+            .collect();
+        store
+            .commit(&WriteBatch {
+                enqueue: webhooks.clone(),
+                attempts: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let attempts = webhooks
+            .iter()
+            .map(|webhook| fixtures::success(webhook, 1))
+            .collect();
+        store
+            .commit(&WriteBatch {
+                enqueue: Vec::new(),
+                attempts,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// All of a subscription's attempts, paged `page` at a time, newest first.
+    async fn every_attempt(
+        store: &SqliteStore,
+        subscription: &SubscriptionId,
+        page: u32,
+    ) -> Vec<i64> {
+        let mut cursors = Vec::new();
+        let mut before = None;
+        loop {
+            let found = store
+                .subscription_attempts(subscription, before, page)
+                .await
+                .unwrap();
+            assert!(
+                found
+                    .iter()
+                    .all(|entry| entry.subscription_id == *subscription)
+            );
+            cursors.extend(found.iter().map(|entry| entry.cursor));
+            match found.last() {
+                Some(last) if found.len() == page as usize => before = Some(last.cursor),
+                _ => return cursors,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriptions_attempts_are_listed_whole_and_in_order_whether_indexed_yet_or_not() {
+        let (_dir, store) = temporary_store().await;
+        let (mine, other) = (SubscriptionId::generate(), SubscriptionId::generate());
+        for _ in 0..5 {
+            attempted_once(&store, &[&mine, &other, &mine]).await;
+        }
+        assert!(
+            every_attempt(&store, &mine, 3).await.len() == 10,
+            "nothing indexed yet: all from the log"
+        );
+
+        // Index part of the log, then add more: the listing spans index and unindexed tail.
+        while store.index_attempts().await.unwrap() {}
+        for _ in 0..4 {
+            attempted_once(&store, &[&other, &mine]).await;
+        }
+        let listed = every_attempt(&store, &mine, 3).await;
+        assert_eq!(listed.len(), 14, "{listed:?}");
+        assert!(
+            listed.windows(2).all(|pair| pair[0] > pair[1]),
+            "newest first, no duplicates: {listed:?}"
+        );
+        let all_at_once = every_attempt(&store, &mine, 100).await;
+        assert_eq!(listed, all_at_once, "paging does not change the answer");
+
+        while store.index_attempts().await.unwrap() {}
+        assert!(!store.index_attempts().await.unwrap(), "caught up");
+        assert_eq!(
+            every_attempt(&store, &mine, 3).await,
+            all_at_once,
+            "all indexed now"
+        );
+        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(indexed, 14 + 9, "one index entry per attempt");
+
+        // Retention takes index entries with their log entries.
+        let mut purged = 0;
+        for _ in 0..20 {
+            purged += store.purge(now_millis() + 1, 50).await.unwrap().log_entries;
+        }
+        assert_eq!(purged, 2 * (14 + 9));
+        assert!(every_attempt(&store, &mine, 3).await.is_empty());
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
         store.close().await;
     }
 }
