@@ -7,6 +7,7 @@
 //! Chromium and chromedriver come from Debian (`tests/run` installs them). Without them these tests
 //! fail rather than skip, so a green run always means the dashboard was exercised.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +17,6 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use whd_e2e::{Receiver, TestServer, eventually};
 use whd_sdk::{CreateSubscriptionRequest, IngestOptions, Subscription};
@@ -199,16 +199,38 @@ impl Browser {
     /// Ends the session, then asks chromedriver to quit and waits for it, so that no browser process
     /// outlives the test (killing chromedriver outright can leave its Chromium orphaned).
     async fn close(mut self) {
-        self.client.close().await.expect("the session ends");
-        if let Ok(mut connection) = tokio::net::TcpStream::connect(&self.driver_address).await {
-            let _ = connection
-                .write_all(
-                    b"GET /shutdown HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
-                )
-                .await;
-        }
+        // The client is a handle to the session; closing a clone of it ends the session.
+        self.client.clone().close().await.expect("the session ends");
+        ask_to_quit(&self.driver_address);
         let exited = tokio::time::timeout(DEADLINE, self.driver.wait()).await;
         assert!(exited.is_ok(), "chromedriver quits when asked");
+    }
+}
+
+impl Drop for Browser {
+    /// A test that failed before `close` still takes its browser with it: chromedriver, asked to quit,
+    /// ends its Chromium first; only then does dropping the child kill whatever is left.
+    fn drop(&mut self) {
+        if !matches!(self.driver.try_wait(), Ok(None)) {
+            return;
+        }
+        ask_to_quit(&self.driver_address);
+        let waited = std::time::Instant::now();
+        while matches!(self.driver.try_wait(), Ok(None)) && waited.elapsed() < DEADLINE {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// chromedriver's own shutdown request, which closes its sessions and their browsers. Blocking, so
+/// that it also works while a failed test unwinds.
+fn ask_to_quit(driver_address: &str) {
+    let Ok(address) = driver_address.parse() else {
+        return;
+    };
+    if let Ok(mut connection) = std::net::TcpStream::connect_timeout(&address, DEADLINE) {
+        let _ = connection
+            .write_all(b"GET /shutdown HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     }
 }
 
