@@ -434,3 +434,64 @@ async fn retention_purges_finished_deliveries_but_never_pending_ones() {
     assert_eq!(bodies, vec![br#"{"order": 42}"#.to_vec(); 2]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscriptions_attempts_list_the_same_before_and_after_the_server_indexes_them() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start(200).await;
+    let mine = subscribe(&server.client, &receiver.url).await;
+    let other = subscribe(&server.client, &receiver.url).await;
+    let mut my_deliveries = Vec::new();
+    for n in 0..10 {
+        for subscription in [&mine, &other] {
+            let delivery_id =
+                ingest(&server.client, &subscription.id, &format!("{{\"n\":{n}}}")).await;
+            delivered(&server.client, &delivery_id).await;
+            if subscription.id == mine.id {
+                my_deliveries.push(delivery_id);
+            }
+        }
+    }
+    my_deliveries.reverse();
+    let listed = |attempts: Vec<DeliveryAttempt>| -> Vec<String> {
+        attempts.into_iter().map(|a| a.delivery_id).collect()
+    };
+    let right_after = listed(attempts_page(&server.client, &mine.id, 100, "").await.0);
+    assert_eq!(right_after, my_deliveries);
+
+    // On SQLite the per-subscription index is kept behind the log by the server itself: wait until
+    // it holds all twenty attempts, then the listing comes from it and must not change.
+    if let TestDatabase::Sqlite { path, .. } = &server.database {
+        let file = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true);
+        let database = sqlx::SqlitePool::connect_with(file)
+            .await
+            .expect("the server's database opens read-only");
+        eventually(DEADLINE, "the server indexes every attempt", || {
+            let database = database.clone();
+            async move {
+                let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
+                    .fetch_one(&database)
+                    .await
+                    .ok()?;
+                (indexed == 20).then_some(())
+            }
+        })
+        .await;
+    }
+    let indexed = listed(attempts_page(&server.client, &mine.id, 100, "").await.0);
+    assert_eq!(indexed, right_after);
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let (attempts, next) = attempts_page(&server.client, &mine.id, 3, &token).await;
+        paged.extend(listed(attempts));
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(paged, right_after, "pages of three give the same list");
+    server.stop().await;
+}
