@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 /// Rest between catch-ups: about this much of the log is read from the log itself by a listing.
-pub const INTERVAL: Duration = Duration::from_millis(250);
+const INTERVAL: Duration = Duration::from_millis(250);
 
 /// Runs until `stop` is cancelled.
 pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {

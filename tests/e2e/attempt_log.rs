@@ -132,6 +132,25 @@ async fn attempts_page(
     (response.attempts, response.next_page_token)
 }
 
+/// Every page of a subscription's attempts, `page_size` at a time, following the page tokens.
+async fn all_pages(
+    client: &Client,
+    subscription_id: &str,
+    page_size: i32,
+) -> Vec<Vec<DeliveryAttempt>> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (attempts, next) = attempts_page(client, subscription_id, page_size, &token).await;
+        pages.push(attempts);
+        if next.is_empty() {
+            return pages;
+        }
+        token = next;
+        assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
 /// The gRPC code and message of a failed call; panics when the call succeeded.
 fn status_of<T: Debug>(result: Result<T, whd_sdk::Error>) -> (Code, String) {
     match result {
@@ -157,19 +176,9 @@ async fn attempts_are_listed_newest_first_twenty_by_default_and_page_tokens_cove
 
     let (default_page, default_token) =
         attempts_page(&server.client, &subscription.id, 0, "").await;
-    let mut paged = Vec::new();
-    let mut page_sizes = Vec::new();
-    let mut token = String::new();
-    loop {
-        let (attempts, next) = attempts_page(&server.client, &subscription.id, 7, &token).await;
-        page_sizes.push(attempts.len());
-        paged.extend(attempts);
-        if next.is_empty() {
-            break;
-        }
-        token = next;
-        assert!(page_sizes.len() < 10, "paging does not end");
-    }
+    let pages = all_pages(&server.client, &subscription.id, 7).await;
+    let page_sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    let paged: Vec<DeliveryAttempt> = pages.into_iter().flatten().collect();
 
     let ids = |attempts: &[DeliveryAttempt]| -> Vec<String> {
         attempts.iter().map(|a| a.delivery_id.clone()).collect()
@@ -482,16 +491,7 @@ async fn a_subscriptions_attempts_list_the_same_before_and_after_the_server_inde
     }
     let indexed = listed(attempts_page(&server.client, &mine.id, 100, "").await.0);
     assert_eq!(indexed, right_after);
-    let mut paged = Vec::new();
-    let mut token = String::new();
-    for _ in 0..10 {
-        let (attempts, next) = attempts_page(&server.client, &mine.id, 3, &token).await;
-        paged.extend(listed(attempts));
-        if next.is_empty() {
-            break;
-        }
-        token = next;
-    }
+    let paged = listed(all_pages(&server.client, &mine.id, 3).await.concat());
     assert_eq!(paged, right_after, "pages of three give the same list");
     server.stop().await;
 }

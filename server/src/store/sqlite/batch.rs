@@ -429,7 +429,7 @@ fn push_logged_attempts_update(combined: &mut Combined, now: Millis) -> Result<(
 mod tests {
     use super::*;
     use crate::domain::SubscriptionId;
-    use crate::store::sqlite::fixtures::{leased_webhook, success};
+    use crate::store::sqlite::fixtures::{leased_webhook, queue, record, success};
     use crate::store::sqlite::{SqliteStore, temporary_store};
     use crate::store::{EventFilter, Store};
 
@@ -442,15 +442,6 @@ mod tests {
         let rows = [1, 2, 3];
         let padded_rows: Vec<_> = padded(&rows).collect();
         assert_eq!(padded_rows, vec![Some(&1), Some(&2), Some(&3), None]);
-    }
-
-    /// Commits a batch of attempt results; returns what each came to.
-    async fn record(store: &SqliteStore, attempts: Vec<AttemptRecord>) -> Vec<Option<LoggedEvent>> {
-        let batch = WriteBatch {
-            enqueue: Vec::new(),
-            attempts,
-        };
-        store.commit(&batch).await.unwrap().attempts
     }
 
     /// Every log entry in the store, by cursor.
@@ -473,14 +464,7 @@ mod tests {
         // 600 webhooks: three chunks of at most 256 rows, one transaction.
         let webhooks: Vec<NewDelivery> =
             (0..600).map(|_| leased_webhook(&subscription_id)).collect();
-        let queued = store
-            .commit(&WriteBatch {
-                enqueue: webhooks.clone(),
-                attempts: Vec::new(),
-            })
-            .await
-            .unwrap()
-            .queued;
+        let queued = queue(&store, webhooks.clone()).await;
         assert_eq!(queued.len(), 600);
         assert!(
             queued

@@ -437,8 +437,9 @@ pub(crate) mod fixtures {
 
     use bytes::Bytes;
 
+    use super::SqliteStore;
     use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
-    use crate::store::{AttemptRecord, LeaseRequest, NewDelivery};
+    use crate::store::{AttemptRecord, LeaseRequest, LoggedEvent, NewDelivery, Store, WriteBatch};
 
     /// A webhook queued already leased to `node-a`.
     pub(crate) fn leased_webhook(subscription_id: &SubscriptionId) -> NewDelivery {
@@ -452,6 +453,27 @@ pub(crate) mod fixtures {
                 duration: Duration::from_secs(60),
             }),
         }
+    }
+
+    /// Commits a batch of webhooks; returns their `Queued` log entries.
+    pub(crate) async fn queue(store: &SqliteStore, webhooks: Vec<NewDelivery>) -> Vec<LoggedEvent> {
+        let batch = WriteBatch {
+            enqueue: webhooks,
+            attempts: Vec::new(),
+        };
+        store.commit(&batch).await.unwrap().queued
+    }
+
+    /// Commits a batch of attempt results; returns what each came to.
+    pub(crate) async fn record(
+        store: &SqliteStore,
+        attempts: Vec<AttemptRecord>,
+    ) -> Vec<Option<LoggedEvent>> {
+        let batch = WriteBatch {
+            enqueue: Vec::new(),
+            attempts,
+        };
+        store.commit(&batch).await.unwrap().attempts
     }
 
     /// A successful first attempt of `delivery` under the claim's `lease_token`.
@@ -628,24 +650,12 @@ mod tests {
             .iter()
             .map(|subscription| fixtures::leased_webhook(subscription))
             .collect();
-        store
-            .commit(&WriteBatch {
-                enqueue: webhooks.clone(),
-                attempts: Vec::new(),
-            })
-            .await
-            .unwrap();
+        fixtures::queue(store, webhooks.clone()).await;
         let attempts = webhooks
             .iter()
             .map(|webhook| fixtures::success(webhook, 1))
             .collect();
-        store
-            .commit(&WriteBatch {
-                enqueue: Vec::new(),
-                attempts,
-            })
-            .await
-            .unwrap();
+        fixtures::record(store, attempts).await;
     }
 
     /// All of a subscription's attempts, paged `page` at a time, newest first.
