@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Sqlite};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::reads;
@@ -76,6 +76,14 @@ impl Writer {
     }
 }
 
+/// Starts a write transaction on the writer connection, taking the write lock up front (see the
+/// module's comment).
+async fn begin_write(
+    writer: &mut SqliteConnection,
+) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
+}
+
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -123,8 +131,8 @@ impl SqliteStore {
             .run(&mut writer)
             .await?;
         let writer = Writer::new(writer);
-        // The connections live in this process and cannot go stale: checking one before each use would
-        // cost a call into its worker thread every time.
+        // The readers live in this process and cannot go stale: checking one before each use would cost
+        // a call into its worker thread every time.
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(BUSY_TIMEOUT)
@@ -142,7 +150,7 @@ impl Store for SqliteStore {
         subscription: &SubscriptionRecord,
     ) -> Result<(), StoreError> {
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         sqlx::query(
             "INSERT INTO subscriptions (id, target_url, secret, previous_secret, previous_secret_until, event_types, \
              description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -182,7 +190,7 @@ impl Store for SqliteStore {
         subscription: &SubscriptionRecord,
     ) -> Result<bool, StoreError> {
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         let updated = sqlx::query(
             "UPDATE subscriptions SET target_url = ?, secret = ?, previous_secret = ?, previous_secret_until = ?, \
              event_types = ?, description = ?, updated_at = ? WHERE id = ?",
@@ -208,7 +216,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Vec<LoggedEvent>>, StoreError> {
         let now = now_millis();
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         let deleted: Option<String> =
             sqlx::query_scalar("DELETE FROM subscriptions WHERE id = ? RETURNING target_url")
                 .bind(id.as_str())
@@ -265,7 +273,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ClaimedTask>, StoreError> {
         let now = now_millis();
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         let sql = format!(
             "UPDATE deliveries SET lease_owner = ?, lease_token = lease_token + 1, next_attempt_at = ? \
              WHERE id IN (SELECT id FROM deliveries WHERE status = 1 AND next_attempt_at <= ? \
@@ -284,7 +292,7 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self, owner: Option<&str>) -> Result<u64, StoreError> {
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         let released = sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ?1 \
              WHERE status = 1 AND lease_owner IS NOT NULL AND (?2 IS NULL OR lease_owner = ?2)",
@@ -337,7 +345,7 @@ impl Store for SqliteStore {
 
     async fn index_attempts(&self) -> Result<bool, StoreError> {
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         let (indexed_through, newest): (i64, i64) = sqlx::query_as(
             "SELECT indexed_through, coalesce((SELECT max(cursor) FROM delivery_log), 0) \
              FROM subscription_attempts_progress",
@@ -382,7 +390,7 @@ impl Store for SqliteStore {
 
     async fn purge(&self, before: Millis, limit: u32) -> Result<PurgeCounts, StoreError> {
         let mut writer = self.writer.lock().await?;
-        let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&mut writer).await?;
         // The oldest window of the log, by cursor, minus anything in it that is still recent: cursors
         // grow with time, so this finds old entries without an index on their age. Entries that must
         // stay are skipped, so that they never fill the window. The attempts among them leave the
