@@ -1,4 +1,4 @@
-//! Group commit of queue writes. Ingests and attempt results from every task are funnelled through one
+//! Group commit of queue writes. Ingests, attempt results and postponed tasks from every task are funnelled through one
 //! committer, which writes whatever has queued up meanwhile in one transaction (up to the configured
 //! batch size) and answers each caller only after that commit. One fsync then serves a whole batch,
 //! and SQLite's single writer is never contended.
@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::events::EventHub;
-use crate::store::{AttemptRecord, LoggedEvent, NewDelivery, Store, StoreError, WriteBatch};
+use crate::store::{
+    AttemptRecord, LoggedEvent, NewDelivery, Postponement, Store, StoreError, WriteBatch,
+};
 
 /// Writes waiting for a commit; beyond this, callers wait (backpressure on ingest).
 const QUEUE_CAPACITY: usize = 16_384;
@@ -26,6 +28,7 @@ enum Write {
         AttemptRecord,
         oneshot::Sender<Result<Option<LoggedEvent>, StoreError>>,
     ),
+    Postpone(Postponement, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Handle to the committer task.
@@ -41,6 +44,10 @@ impl std::fmt::Debug for Write {
             Write::Record(attempt, _) => {
                 f.debug_tuple("Record").field(&attempt.delivery_id).finish()
             }
+            Write::Postpone(postponement, _) => f
+                .debug_tuple("Postpone")
+                .field(&postponement.delivery_id)
+                .finish(),
         }
     }
 }
@@ -73,19 +80,29 @@ impl Committer {
 
     /// Queues a webhook; returns its `Queued` log entry once committed.
     pub async fn enqueue(&self, delivery: NewDelivery) -> Result<LoggedEvent, CommitError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Write::Enqueue(delivery, reply))
-            .await
-            .map_err(|_| CommitError::Closed)?;
-        Ok(answer.await.map_err(|_| CommitError::Closed)??)
+        self.write(|reply| Write::Enqueue(delivery, reply)).await
     }
 
     /// Records an attempt; returns its log entry once committed, or `None` when the lease was lost.
     pub async fn record(&self, attempt: AttemptRecord) -> Result<Option<LoggedEvent>, CommitError> {
+        self.write(|reply| Write::Record(attempt, reply)).await
+    }
+
+    /// Hands a leased task back to the queue unattempted; returns once committed. A task whose lease
+    /// was lost meanwhile is left as it is.
+    pub async fn postpone(&self, postponement: Postponement) -> Result<(), CommitError> {
+        self.write(|reply| Write::Postpone(postponement, reply))
+            .await
+    }
+
+    /// Queues the write `make` builds around its reply channel and waits for its commit.
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Write::Record(attempt, reply))
+            .send(make(reply))
             .await
             .map_err(|_| CommitError::Closed)?;
         Ok(answer.await.map_err(|_| CommitError::Closed)??)
@@ -123,6 +140,7 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
     let mut batch = WriteBatch::default();
     let mut enqueue_replies = Vec::new();
     let mut record_replies = Vec::new();
+    let mut postpone_replies = Vec::new();
     for write in pending.drain(..) {
         match write {
             Write::Enqueue(delivery, reply) => {
@@ -133,6 +151,10 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
                 batch.attempts.push(attempt);
                 record_replies.push(reply);
             }
+            Write::Postpone(postponement, reply) => {
+                batch.postponed.push(postponement);
+                postpone_replies.push(reply);
+            }
         }
     }
 
@@ -141,6 +163,7 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
     tracing::trace!(
         queued = batch.enqueue.len(),
         attempts = batch.attempts.len(),
+        postponed = batch.postponed.len(),
         elapsed_us = started.elapsed().as_micros() as u64,
         "batch committed"
     );
@@ -160,13 +183,19 @@ async fn commit_batch(store: &dyn Store, hub: &EventHub, pending: &mut Vec<Write
             for (reply, event) in record_replies.into_iter().zip(outcome.attempts) {
                 let _ = reply.send(Ok(event));
             }
+            for reply in postpone_replies {
+                let _ = reply.send(Ok(()));
+            }
         }
         Err(error) => {
-            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), writes = batch.enqueue.len() + batch.attempts.len(), "commit failed");
+            tracing::error!(error = %error, cause = ?std::error::Error::source(&error), writes = batch.enqueue.len() + batch.attempts.len() + batch.postponed.len(), "commit failed");
             for reply in enqueue_replies {
                 let _ = reply.send(Err(error.clone()));
             }
             for reply in record_replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            for reply in postpone_replies {
                 let _ = reply.send(Err(error.clone()));
             }
         }

@@ -1,8 +1,8 @@
 //! Group-commit writes. The pieces both backends share (padding of statement chunks, which result of a
 //! batch may be recorded, the log entries a batch produces) and the PostgreSQL writer, which sends a
-//! batch as four multi-row statements whatever its size: one insert per table for queued webhooks, and
-//! for attempt results one log insert and one update, both guarded by the same fencing check. The
-//! SQLite writer is in [`super::sqlite`].
+//! batch as a few multi-row statements whatever its size: one insert per table for queued webhooks,
+//! for attempt results one log insert and one update, both guarded by the same fencing check, and one
+//! update for postponed tasks. The SQLite writer is in [`super::sqlite`].
 //!
 //! The current time is a fixed SQL expression of the database's clock ([`NOW`]), so that statement
 //! texts depend only on the number of rows. They are not padded: PostgreSQL pays for every bound
@@ -17,8 +17,8 @@ use sqlx::query_builder::Separated;
 use sqlx::{Postgres, QueryBuilder};
 
 use super::{
-    AttemptRecord, LoggedAttempt, LoggedEvent, Millis, NewDelivery, StoreError, WriteBatch,
-    WriteOutcome, duration_millis,
+    AttemptRecord, LoggedAttempt, LoggedEvent, Millis, NewDelivery, Postponement, StoreError,
+    WriteBatch, WriteOutcome, duration_millis,
 };
 use crate::domain::{DeliveryStatus, EventKind, EventType};
 
@@ -150,6 +150,19 @@ fn push_fenced_update(query: &mut QueryBuilder<Postgres>, chunk: &[&AttemptRecor
     query.push(" WHERE ").push(FENCE);
 }
 
+/// Hands leased tasks back to the queue, due after their delays, where the lease is still the claim's.
+fn push_postpone(query: &mut QueryBuilder<Postgres>, chunk: &[Postponement]) {
+    query.push("UPDATE deliveries AS d SET lease_owner = NULL, next_attempt_at = ");
+    query.push(NOW);
+    query.push(" + v.column3 FROM (");
+    query.push_values(chunk, |mut row, postponement| {
+        row.push_bind(postponement.delivery_id.as_str().to_owned())
+            .push_bind(postponement.lease_token)
+            .push_bind(duration_millis(postponement.delay));
+    });
+    query.push(") AS v WHERE d.id = v.column1 AND d.status = 1 AND d.lease_token = v.column2");
+}
+
 /// How an event type is stored.
 fn event_type_text(event_type: Option<&EventType>) -> Option<String> {
     event_type.map(|event_type| event_type.as_str().to_owned())
@@ -234,6 +247,11 @@ pub(crate) async fn write_postgres(
         statements.push(log);
         let mut update = QueryBuilder::new("");
         push_fenced_update(&mut update, attempts);
+        statements.push(update);
+    }
+    for postponed in batch.postponed.chunks(chunk) {
+        let mut update = QueryBuilder::new("");
+        push_postpone(&mut update, postponed);
         statements.push(update);
     }
     for mut statement in statements {

@@ -275,6 +275,19 @@ pub struct DeliveryRecord {
     pub created_at: Millis,
 }
 
+/// A leased task handed back to the queue unattempted, due again after `delay`: its node could not
+/// start it soon enough. Applied only while the lease is still the claim's (same fencing token), so a
+/// task another node has taken since is left alone.
+#[derive(Debug, Clone)]
+pub struct Postponement {
+    /// The delivery.
+    pub delivery_id: DeliveryId,
+    /// The claim's fencing token.
+    pub lease_token: i64,
+    /// How long from the commit until it is due.
+    pub delay: Duration,
+}
+
 /// Writes committed together in one transaction (group commit).
 #[derive(Debug, Default)]
 pub struct WriteBatch {
@@ -282,6 +295,15 @@ pub struct WriteBatch {
     pub enqueue: Vec<NewDelivery>,
     /// Attempt results to record.
     pub attempts: Vec<AttemptRecord>,
+    /// Leased tasks to hand back unattempted.
+    pub postponed: Vec<Postponement>,
+}
+
+impl WriteBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.enqueue.is_empty() && self.attempts.is_empty() && self.postponed.is_empty()
+    }
 }
 
 /// What a [`WriteBatch`] came to, in the batch's order.

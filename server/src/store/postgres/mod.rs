@@ -86,7 +86,7 @@ impl PostgresStore {
     /// transaction.
     async fn commit_once(&self, batch: &WriteBatch) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if batch.enqueue.is_empty() && batch.attempts.is_empty() {
+        if batch.is_empty() {
             return Ok(WriteOutcome::default());
         }
         Self::lock_log(&mut tx).await?;

@@ -31,8 +31,8 @@ use sqlx::{Arguments, Either, Encode, Sqlite, Type};
 use crate::domain::{DeliveryStatus, EventKind};
 use crate::store::batch::{attempt_event, first_per_delivery, padded, queued_event};
 use crate::store::{
-    AttemptRecord, LoggedEvent, Millis, NewDelivery, StoreError, WriteBatch, WriteOutcome,
-    duration_millis,
+    AttemptRecord, LoggedEvent, Millis, NewDelivery, Postponement, StoreError, WriteBatch,
+    WriteOutcome, duration_millis,
 };
 
 /// Rows per multi-row statement (a power of two): the widest row binds 13 values, well under SQLite's
@@ -256,7 +256,8 @@ pub(super) async fn write(
 }
 
 /// The combined text of a batch: `BEGIN IMMEDIATE`, per chunk of webhooks the deliveries and their
-/// `Queued` entries, per chunk of results their entries and the update, `COMMIT`.
+/// `Queued` entries, per chunk of results their entries and the update, per chunk of postponed tasks
+/// their update, `COMMIT`.
 fn statements(
     batch: &WriteBatch,
     recordable: &[&AttemptRecord],
@@ -277,9 +278,35 @@ fn statements(
         });
         push_logged_attempts_update(&mut combined, now)?;
     }
+    for chunk in batch.postponed.chunks(CHUNK) {
+        push_postpone(&mut combined, chunk, now)?;
+    }
     combined.push("COMMIT");
     combined.end(Report::Ignored);
     Ok(combined)
+}
+
+/// Hands a chunk of leased tasks back to the queue, due after their delays, where the lease is still
+/// the claim's. Row values: delivery id, lease token, delay (ms).
+fn push_postpone(
+    combined: &mut Combined,
+    chunk: &[Postponement],
+    now: Millis,
+) -> Result<(), StoreError> {
+    combined.push("UPDATE OR ROLLBACK deliveries AS d SET lease_owner = NULL, next_attempt_at = ");
+    combined.bind(now)?;
+    combined.push(" + v.column3 FROM (VALUES ");
+    for (index, postponement) in padded(chunk).enumerate() {
+        combined.values_row(index, |row| {
+            row.bind(postponement.map(|postponement| postponement.delivery_id.shared()))?
+                .bind(postponement.map(|postponement| postponement.lease_token))?
+                .bind(postponement.map(|postponement| duration_millis(postponement.delay)))?;
+            Ok(())
+        })?;
+    }
+    combined.push(") AS v WHERE d.id = v.column1 AND d.status = 1 AND d.lease_token = v.column2");
+    combined.end(Report::Ignored);
+    Ok(())
 }
 
 /// Inserts a chunk of queued webhooks; a leased one is due when its lease expires, an unleased one at
@@ -537,6 +564,61 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_postponed_task_is_unleased_and_due_after_its_delay_unless_the_lease_was_lost() {
+        let (_dir, store) = temporary_store().await;
+        let subscription_id = SubscriptionId::generate();
+        let (soon, later, stale) = (
+            leased_webhook(&subscription_id),
+            leased_webhook(&subscription_id),
+            leased_webhook(&subscription_id),
+        );
+        queue(&store, vec![soon.clone(), later.clone(), stale.clone()]).await;
+        let postpone = |webhook: &NewDelivery, lease_token, delay| Postponement {
+            delivery_id: webhook.id.clone(),
+            lease_token,
+            delay,
+        };
+        let before = crate::store::now_millis();
+        store
+            .commit(&WriteBatch {
+                postponed: vec![
+                    postpone(&soon, 1, std::time::Duration::ZERO),
+                    postpone(&later, 1, std::time::Duration::from_secs(3600)),
+                    // A claim newer than the one this node holds took the task over.
+                    postpone(&stale, 7, std::time::Duration::ZERO),
+                ],
+                ..WriteBatch::default()
+            })
+            .await
+            .expect("the batch commits");
+
+        let lease = crate::store::LeaseRequest {
+            owner: Arc::from("node-b"),
+            duration: std::time::Duration::from_secs(60),
+        };
+        let claimed = store.claim_due(&lease, 10).await.unwrap();
+        let claimed_ids: Vec<_> = claimed.iter().map(|task| &task.delivery_id).collect();
+        assert_eq!(
+            claimed_ids,
+            [&soon.id],
+            "only the task postponed by nothing is due; the stale one is still leased"
+        );
+        assert_eq!(claimed[0].attempts_made, 0, "postponing is not an attempt");
+        let later_due = store
+            .get_delivery(&later.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at
+            .expect("a pending delivery has a due time");
+        assert!(
+            (before + 3_600_000..before + 3_660_000).contains(&later_due),
+            "due an hour after the commit: {later_due} vs {before}"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_failing_batch_leaves_nothing_behind_and_the_next_one_commits() {
         let (_dir, store) = temporary_store().await;
         let subscription_id = SubscriptionId::generate();
@@ -548,7 +630,7 @@ mod tests {
                 leased_webhook(&subscription_id),
                 first.clone(),
             ],
-            attempts: Vec::new(),
+            ..WriteBatch::default()
         };
         assert!(store.commit(&failing).await.is_err());
         assert!(
@@ -560,7 +642,7 @@ mod tests {
         let queued = store
             .commit(&WriteBatch {
                 enqueue: vec![next.clone()],
-                attempts: Vec::new(),
+                ..WriteBatch::default()
             })
             .await
             .expect("the connection is usable again")

@@ -497,7 +497,7 @@ pub(crate) mod fixtures {
     pub(crate) async fn queue(store: &SqliteStore, webhooks: Vec<NewDelivery>) -> Vec<LoggedEvent> {
         let batch = WriteBatch {
             enqueue: webhooks,
-            attempts: Vec::new(),
+            ..WriteBatch::default()
         };
         store.commit(&batch).await.unwrap().queued
     }
@@ -508,8 +508,8 @@ pub(crate) mod fixtures {
         attempts: Vec<AttemptRecord>,
     ) -> Vec<Option<LoggedEvent>> {
         let batch = WriteBatch {
-            enqueue: Vec::new(),
             attempts,
+            ..WriteBatch::default()
         };
         store.commit(&batch).await.unwrap().attempts
     }
@@ -643,7 +643,7 @@ mod tests {
         store
             .commit(&WriteBatch {
                 enqueue: pending.clone(),
-                attempts: Vec::new(),
+                ..WriteBatch::default()
             })
             .await
             .unwrap();
@@ -651,7 +651,7 @@ mod tests {
         store
             .commit(&WriteBatch {
                 enqueue: vec![finished.clone()],
-                attempts: Vec::new(),
+                ..WriteBatch::default()
             })
             .await
             .unwrap();
