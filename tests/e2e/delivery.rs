@@ -340,6 +340,46 @@ async fn a_hanging_target_gets_no_more_than_its_in_flight_cap_and_others_keep_th
 }
 
 #[tokio::test]
+async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_waiting_for_their_leases()
+ {
+    // One slot per subscription, and room to park sixteen rounds of it: most of a burst of sixty,
+    // claimed at once, cannot wait in memory. Their leases last five minutes, far beyond the deadline.
+    let server = TestServer::start_with(&[
+        "--max-in-flight",
+        "64",
+        "--max-in-flight-per-subscription",
+        "1",
+        "--lease",
+        "300s",
+    ])
+    .await;
+    let receiver = Receiver::scripted(&[], Reply::After(Duration::from_millis(20), 200)).await;
+    let subscription = subscribe(&server, &receiver.url).await;
+
+    let delivery_ids: Vec<String> = futures::stream::iter(0..60)
+        .map(|n| {
+            let client = server.client.clone();
+            let subscription = subscription.clone();
+            async move { ingest(&client, &subscription, &format!(r#"{{"n": {n}}}"#)).await }
+        })
+        .buffer_unordered(20)
+        .collect()
+        .await;
+
+    for id in &delivery_ids {
+        let delivery = delivery_with_status(&server.client, id, DeliveryStatus::Delivered).await;
+        assert_eq!(
+            outcomes(&delivery),
+            [AttemptOutcome::Success],
+            "postponing a task is not an attempt: {id}"
+        );
+    }
+    assert_eq!(receiver.count(), 60, "each delivered exactly once");
+    receiver.stop();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_failed_attempt_that_says_so() {
     let server = TestServer::start().await;
     let subscription = subscribe(&server, "http://127.0.0.1:1/").await;

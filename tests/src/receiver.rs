@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Reply {
     /// Answer at once with this status.
     Status(u16),
+    /// Answer with this status after this long (sooner if the receiver stops).
+    After(Duration, u16),
     /// Never answer (until the receiver stops): the request is recorded, the response never comes.
     Hang,
 }
@@ -155,6 +157,13 @@ impl Receiver {
         };
         let status = match reply {
             Reply::Status(status) => status,
+            Reply::After(delay, status) => {
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+                status
+            }
             // Until the receiver stops, and at most an hour, so nothing hangs forever.
             Reply::Hang => {
                 tokio::select! {

@@ -7,10 +7,11 @@
 //!   retry is known to come due, when woken, or on the fallback poll tick.
 //!
 //! A task is only started while its lease still covers a whole attempt plus a margin; one that waited
-//! too long is dropped from memory and will be claimed again from the database, so an attempt never
-//! runs on a lease that could expire under it.
+//! too long is handed back to the database, due at once, and claimed again with a fresh lease, so an
+//! attempt never runs on a lease that could expire under it. Tasks of a subscription at its in-flight
+//! cap wait as [`super::limits`] decides.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,16 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::attempt::{self, AttemptContext};
+use super::limits::{Admission, SubscriptionLimits, SubscriptionSlot};
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
 use crate::domain::SubscriptionId;
-use crate::store::{ClaimedTask, LeaseRequest, Store, duration_millis, now_millis};
+use crate::store::{ClaimedTask, LeaseRequest, Postponement, Store, duration_millis, now_millis};
 
 /// Most tasks claimed from the database in one statement.
 const CLAIM_BATCH: u32 = 256;
-
-/// How many rounds of its in-flight cap one subscription may park in memory.
-const PARKED_ROUNDS: usize = 16;
 
 /// Time a lease must still have left when an attempt starts, beyond the attempt timeout.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);
@@ -108,98 +107,6 @@ pub struct Dispatcher {
     per_subscription: SubscriptionLimits,
 }
 
-/// One attempt's hold on its subscription's in-flight slot, given back when dropped: after the
-/// request, or when the attempt is abandoned.
-#[derive(Debug)]
-struct SubscriptionSlot {
-    subscription: Option<SubscriptionId>,
-    finished: mpsc::UnboundedSender<SubscriptionId>,
-}
-
-impl Drop for SubscriptionSlot {
-    fn drop(&mut self) {
-        if let Some(subscription) = self.subscription.take() {
-            // The dispatcher may have stopped; then nobody needs the slot back.
-            let _ = self.finished.send(subscription);
-        }
-    }
-}
-
-/// The per-subscription in-flight cap. A subscription at its cap gets no more attempts until one of
-/// its own finishes; its further tasks are parked here instead of taking global slots, so a target
-/// that hangs until the attempt timeout cannot take over the whole node.
-#[derive(Debug)]
-struct SubscriptionLimits {
-    cap: usize,
-    in_flight: HashMap<SubscriptionId, usize>,
-    parked: HashMap<SubscriptionId, VecDeque<ClaimedTask>>,
-    parked_total: usize,
-    /// Most tasks parked in memory at once; beyond it a task is dropped from memory and claimed
-    /// again from the database when its lease expires, so a hung target's backlog costs no memory.
-    max_parked: usize,
-    /// Attempts report here when they finish, freeing their subscription's slot.
-    finished_sender: mpsc::UnboundedSender<SubscriptionId>,
-    finished: mpsc::UnboundedReceiver<SubscriptionId>,
-}
-
-impl SubscriptionLimits {
-    fn new(cap: usize, max_parked: usize) -> Self {
-        let (finished_sender, finished) = mpsc::unbounded_channel();
-        SubscriptionLimits {
-            cap: cap.max(1),
-            in_flight: HashMap::new(),
-            parked: HashMap::new(),
-            parked_total: 0,
-            max_parked,
-            finished_sender,
-            finished,
-        }
-    }
-
-    /// Takes a slot for the task's subscription, or parks (or drops) the task and returns `None`.
-    fn admit(&mut self, task: ClaimedTask) -> Option<ClaimedTask> {
-        let running = self
-            .in_flight
-            .entry(task.subscription_id.clone())
-            .or_default();
-        if *running < self.cap {
-            *running += 1;
-            return Some(task);
-        }
-        // Each subscription may park a few rounds of its cap, so that a hanging target cannot fill the
-        // parking space that the others need.
-        let queue = self.parked.entry(task.subscription_id.clone()).or_default();
-        if self.parked_total < self.max_parked
-            && queue.len() < self.cap.saturating_mul(PARKED_ROUNDS)
-        {
-            self.parked_total += 1;
-            queue.push_back(task);
-        } else {
-            tracing::debug!(delivery_id = %task.delivery_id, "subscription at its in-flight cap; task left for a later claim");
-        }
-        None
-    }
-
-    /// Frees a slot of `subscription`; returns its next parked task, if any.
-    fn release(&mut self, subscription: &SubscriptionId) -> Option<ClaimedTask> {
-        if let Some(running) = self.in_flight.get_mut(subscription) {
-            *running = running.saturating_sub(1);
-            if *running == 0 {
-                self.in_flight.remove(subscription);
-            }
-        }
-        let queue = self.parked.get_mut(subscription)?;
-        let next = queue.pop_front();
-        if queue.is_empty() {
-            self.parked.remove(subscription);
-        }
-        if next.is_some() {
-            self.parked_total -= 1;
-        }
-        next
-    }
-}
-
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
 pub struct DispatcherSettings {
@@ -256,25 +163,25 @@ impl Dispatcher {
         loop {
             let permit = tokio::select! {
                 () = stop.cancelled() => break,
-                Some(subscription) = self.per_subscription.finished.recv() => {
-                    self.slot_freed(&subscription);
+                Some((subscription, took)) = self.per_subscription.finished.recv() => {
+                    self.slot_freed(&subscription, took);
                     continue;
                 }
                 permit = self.in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             if let Some(task) = self.backlog.pop_front() {
-                self.start(task, permit, &abort, &attempts);
+                self.start(task, false, permit, &abort, &attempts);
                 continue;
             }
             let wake_at = self.wakeup.next(next_poll);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                Some(subscription) = self.per_subscription.finished.recv() => {
+                Some((subscription, took)) = self.per_subscription.finished.recv() => {
                     drop(permit);
-                    self.slot_freed(&subscription);
+                    self.slot_freed(&subscription, took);
                 }
-                Some(task) = self.hot.recv() => self.start(task, permit, &abort, &attempts),
+                Some(task) = self.hot.recv() => self.start(task, true, permit, &abort, &attempts),
                 // Something changed the next due time: work it out again.
                 () = self.wakeup.notify.notified() => drop(permit),
                 () = tokio::time::sleep_until(wake_at) => {
@@ -315,32 +222,51 @@ impl Dispatcher {
         }
     }
 
-    /// An attempt of `subscription` finished: its next parked task, if any, goes first.
-    fn slot_freed(&mut self, subscription: &SubscriptionId) {
-        if let Some(task) = self.per_subscription.release(subscription) {
+    /// An attempt of `subscription` that took `took` finished: its next parked task, if any, goes
+    /// first.
+    fn slot_freed(&mut self, subscription: &SubscriptionId, took: Duration) {
+        if let Some(task) = self.per_subscription.release(subscription, took) {
             self.backlog.push_front(task);
         }
     }
 
+    /// Starts `task` if its subscription has a free slot, or lets it wait; `fresh` when it comes
+    /// straight from ingest.
     fn start(
         &mut self,
         task: ClaimedTask,
+        fresh: bool,
         permit: OwnedSemaphorePermit,
         abort: &CancellationToken,
         attempts: &TaskTracker,
     ) {
         let needed = duration_millis(self.context.timeout + LEASE_MARGIN);
-        if task.lease_expires_at - now_millis() < needed {
-            tracing::debug!(delivery_id = %task.delivery_id, "lease too short to start; left for a later claim");
-            return;
-        }
-        let Some(task) = self.per_subscription.admit(task) else {
+        let may_wait = task.lease_expires_at - now_millis() - needed;
+        let Ok(may_wait) = u64::try_from(may_wait) else {
+            tracing::debug!(delivery_id = %task.delivery_id, "lease too short to start; handed back for a fresh claim");
+            let subscription = task.subscription_id.clone();
+            self.postpone(task, Duration::ZERO, attempts);
+            // Had a freed slot gone to it, the slot now goes to the next task parked for it.
+            if let Some(next) = self.per_subscription.next_for_free_slot(&subscription) {
+                self.backlog.push_front(next);
+            }
             return;
         };
-        let slot = SubscriptionSlot {
-            subscription: Some(task.subscription_id.clone()),
-            finished: self.per_subscription.finished_sender.clone(),
+        let task = match self.per_subscription.admit(
+            task,
+            fresh,
+            Instant::now(),
+            Duration::from_millis(may_wait),
+        ) {
+            Admission::Start(task) => task,
+            Admission::Parked => return,
+            Admission::Postpone(task, delay) => {
+                tracing::debug!(delivery_id = %task.delivery_id, ?delay, "subscription at its in-flight cap; task postponed");
+                self.postpone(task, delay, attempts);
+                return;
+            }
         };
+        let slot = self.per_subscription.slot(task.subscription_id.clone());
         let cache = self.cache.clone();
         let committer = self.committer.clone();
         let context = self.context.clone();
@@ -351,6 +277,25 @@ impl Dispatcher {
             tokio::select! {
                 () = abort.cancelled() => {}
                 () = attempt_and_record(&cache, &committer, &context, &wakeup, task, slot) => {}
+            }
+        });
+    }
+    /// Hands `task` back to the database, due after `delay`, and looks for due work again then. Should
+    /// that fail, the task waits for its lease to expire instead.
+    fn postpone(&self, task: ClaimedTask, delay: Duration, attempts: &TaskTracker) {
+        let committer = self.committer.clone();
+        let wakeup = self.wakeup.clone();
+        attempts.spawn(async move {
+            let postponement = Postponement {
+                delivery_id: task.delivery_id,
+                lease_token: task.lease_token,
+                delay,
+            };
+            match committer.postpone(postponement).await {
+                Ok(()) => wakeup.due_in(delay),
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not postpone a task; it is claimed again when its lease expires")
+                }
             }
         });
     }
@@ -396,63 +341,5 @@ async fn attempt_and_record(
         Err(error) => {
             tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-
-    fn task(subscription: &SubscriptionId) -> ClaimedTask {
-        ClaimedTask {
-            delivery_id: crate::domain::DeliveryId::generate(),
-            subscription_id: subscription.clone(),
-            event_type: None,
-            payload: Bytes::from_static(b"{}"),
-            attempts_made: 0,
-            lease_token: 1,
-            lease_expires_at: i64::MAX,
-        }
-    }
-
-    #[test]
-    fn a_subscription_at_its_cap_parks_further_tasks_until_a_slot_frees() {
-        let (busy, other) = (SubscriptionId::generate(), SubscriptionId::generate());
-        let mut limits = SubscriptionLimits::new(2, 10);
-
-        assert!(limits.admit(task(&busy)).is_some());
-        assert!(limits.admit(task(&busy)).is_some());
-        let parked = task(&busy);
-        let parked_id = parked.delivery_id.clone();
-        assert!(
-            limits.admit(parked).is_none(),
-            "the third task of a capped subscription waits"
-        );
-        assert!(
-            limits.admit(task(&other)).is_some(),
-            "other subscriptions are not held up"
-        );
-
-        let next = limits
-            .release(&busy)
-            .expect("the parked task comes back when a slot frees");
-        assert_eq!(next.delivery_id, parked_id);
-        assert!(limits.release(&busy).is_none());
-        assert_eq!(limits.parked_total, 0);
-    }
-
-    #[test]
-    fn parking_is_bounded_and_overflow_is_left_to_the_database() {
-        let busy = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(1, 1);
-        assert!(limits.admit(task(&busy)).is_some());
-        assert!(limits.admit(task(&busy)).is_none());
-        assert!(limits.admit(task(&busy)).is_none());
-        assert_eq!(
-            limits.parked_total, 1,
-            "the second overflowing task was dropped, not parked"
-        );
     }
 }

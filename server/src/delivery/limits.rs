@@ -1,0 +1,423 @@
+//! The per-subscription in-flight cap. A subscription at its cap gets no more attempts until one of its
+//! own finishes, so a target that hangs until the attempt timeout cannot take over the whole node.
+//!
+//! Its further tasks wait in one of two places:
+//! - parked in memory, a few rounds of its cap, when they can start before their leases run short;
+//! - back in the database, postponed to when a slot is expected to be free, when they cannot: a hung
+//!   target's backlog then costs no memory, and an overloaded fast one does not leave tasks leased
+//!   and idle until their leases expire.
+//!
+//! When a slot is expected to free comes from how long the subscription's attempts take. Postponed
+//! tasks are spaced one slot apart, so they come back about as fast as the subscription takes them,
+//! and a fresh task does not overtake those postponed before it.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::domain::SubscriptionId;
+use crate::store::ClaimedTask;
+
+/// How many rounds of its in-flight cap one subscription may park in memory.
+const PARKED_ROUNDS: usize = 16;
+
+/// Longest a task is postponed for. Further ahead the estimate is too uncertain to wait for (a hung
+/// target may recover); a task further back in line is claimed again then, and postponed again if its
+/// subscription is still as far behind.
+pub(super) const MAX_POSTPONEMENT: Duration = Duration::from_secs(300);
+
+/// Weight of the latest attempt in a subscription's running mean attempt time.
+const LATEST_ATTEMPT_WEIGHT: f64 = 0.125;
+
+/// What becomes of a task when it is its turn to start.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// It has a slot of its subscription's: start it now.
+    Start(ClaimedTask),
+    /// It waits in memory for a slot.
+    Parked,
+    /// Its subscription will not have a slot for it while its lease lasts: hand it back to the
+    /// database, due after this delay, when a slot is expected to be free.
+    Postpone(ClaimedTask, Duration),
+}
+
+/// What a busy subscription has running and waiting.
+#[derive(Debug)]
+struct Load {
+    running: usize,
+    parked: VecDeque<ClaimedTask>,
+    /// When it last went from idle to busy.
+    busy_since: Instant,
+    /// Running mean of how long its attempts take, once one has finished.
+    attempt_time: Option<Duration>,
+    /// When the task postponed last is expected to get a slot: the end of its line in the database.
+    line_ends: Option<Instant>,
+}
+
+impl Load {
+    fn idle(now: Instant) -> Self {
+        Load {
+            running: 0,
+            parked: VecDeque::new(),
+            busy_since: now,
+            attempt_time: None,
+            line_ends: None,
+        }
+    }
+
+    /// Expected time between two of its slots freeing while all of them are taken.
+    fn slot_interval(&self, now: Instant, cap: usize) -> Duration {
+        // Until an attempt finishes, the running ones have taken at least as long as it has been busy.
+        let attempt_time = self
+            .attempt_time
+            .unwrap_or_else(|| now.saturating_duration_since(self.busy_since));
+        attempt_time / u32::try_from(cap).unwrap_or(u32::MAX)
+    }
+
+    fn record_attempt_time(&mut self, took: Duration) {
+        self.attempt_time = Some(match self.attempt_time {
+            None => took,
+            Some(mean) => {
+                mean.mul_f64(1.0 - LATEST_ATTEMPT_WEIGHT) + took.mul_f64(LATEST_ATTEMPT_WEIGHT)
+            }
+        });
+    }
+}
+
+/// The cap, with each busy subscription's load.
+#[derive(Debug)]
+pub(super) struct SubscriptionLimits {
+    cap: usize,
+    loads: HashMap<SubscriptionId, Load>,
+    parked_total: usize,
+    /// Most tasks parked in memory at once, over all subscriptions.
+    max_parked: usize,
+    /// Attempts report here when they finish, with how long they took, freeing their slot.
+    finished_sender: mpsc::UnboundedSender<(SubscriptionId, Duration)>,
+    pub(super) finished: mpsc::UnboundedReceiver<(SubscriptionId, Duration)>,
+}
+
+impl SubscriptionLimits {
+    pub(super) fn new(cap: usize, max_parked: usize) -> Self {
+        let (finished_sender, finished) = mpsc::unbounded_channel();
+        SubscriptionLimits {
+            cap: cap.max(1),
+            loads: HashMap::new(),
+            parked_total: 0,
+            max_parked,
+            finished_sender,
+            finished,
+        }
+    }
+
+    /// The slot an attempt of `subscription` holds from now until it is dropped.
+    pub(super) fn slot(&self, subscription: SubscriptionId) -> SubscriptionSlot {
+        SubscriptionSlot {
+            subscription: Some(subscription),
+            started: Instant::now(),
+            finished: self.finished_sender.clone(),
+        }
+    }
+
+    /// Decides what becomes of `task` at `now`, when it may wait at most `may_wait` before starting.
+    /// A `fresh` task has just been queued; any other was in line already (claimed when due, or
+    /// parked).
+    pub(super) fn admit(
+        &mut self,
+        task: ClaimedTask,
+        fresh: bool,
+        now: Instant,
+        may_wait: Duration,
+    ) -> Admission {
+        let load = self
+            .loads
+            .entry(task.subscription_id.clone())
+            .or_insert_with(|| Load::idle(now));
+        if load.running < self.cap {
+            load.running += 1;
+            return Admission::Start(task);
+        }
+        let interval = load.slot_interval(now, self.cap);
+        let turn =
+            now + interval.saturating_mul(u32::try_from(load.parked.len() + 1).unwrap_or(u32::MAX));
+        let line_ends = load.line_ends.filter(|end| *end > now);
+        let may_park = !(fresh && line_ends.is_some())
+            && turn - now < may_wait
+            // A few rounds per subscription, so that a hung target cannot fill the space the others
+            // need.
+            && load.parked.len() < self.cap.saturating_mul(PARKED_ROUNDS)
+            && self.parked_total < self.max_parked;
+        if may_park {
+            self.parked_total += 1;
+            load.parked.push_back(task);
+            return Admission::Parked;
+        }
+        let due = line_ends
+            .map_or(turn, |end| turn.max(end + interval))
+            .min(now + MAX_POSTPONEMENT);
+        load.line_ends = Some(due);
+        Admission::Postpone(task, due - now)
+    }
+
+    /// An attempt of `subscription` that took `took` gave its slot back; returns the subscription's
+    /// next parked task, if any, which is then next to start.
+    pub(super) fn release(
+        &mut self,
+        subscription: &SubscriptionId,
+        took: Duration,
+    ) -> Option<ClaimedTask> {
+        let load = self.loads.get_mut(subscription)?;
+        load.running = load.running.saturating_sub(1);
+        load.record_attempt_time(took);
+        self.next_for_free_slot(subscription)
+    }
+
+    /// The next parked task of `subscription` if one of its slots is free: when a slot is freed, or
+    /// when the task a freed slot went to could not start after all (its lease ran short while
+    /// parked). An idle subscription's state is dropped.
+    pub(super) fn next_for_free_slot(
+        &mut self,
+        subscription: &SubscriptionId,
+    ) -> Option<ClaimedTask> {
+        let load = self.loads.get_mut(subscription)?;
+        if load.running >= self.cap {
+            return None;
+        }
+        let next = load.parked.pop_front();
+        if next.is_some() {
+            self.parked_total -= 1;
+        } else if load.running == 0 {
+            self.loads.remove(subscription);
+        }
+        next
+    }
+}
+
+/// One attempt's hold on its subscription's in-flight slot, given back when dropped: after the
+/// request, or when the attempt is abandoned.
+#[derive(Debug)]
+pub(super) struct SubscriptionSlot {
+    subscription: Option<SubscriptionId>,
+    started: Instant,
+    finished: mpsc::UnboundedSender<(SubscriptionId, Duration)>,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        if let Some(subscription) = self.subscription.take() {
+            // The dispatcher may have stopped; then nobody needs the slot back.
+            let _ = self.finished.send((subscription, self.started.elapsed()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const LONG_LEASE: Duration = Duration::from_secs(3600);
+
+    fn task(subscription: &SubscriptionId) -> ClaimedTask {
+        ClaimedTask {
+            delivery_id: crate::domain::DeliveryId::generate(),
+            subscription_id: subscription.clone(),
+            event_type: None,
+            payload: Bytes::from_static(b"{}"),
+            attempts_made: 0,
+            lease_token: 1,
+            lease_expires_at: i64::MAX,
+        }
+    }
+
+    fn started(admission: Admission) -> bool {
+        matches!(admission, Admission::Start(_))
+    }
+
+    fn parked(admission: Admission) -> bool {
+        matches!(admission, Admission::Parked)
+    }
+
+    fn postponed_by(admission: Admission) -> Duration {
+        match admission {
+            Admission::Postpone(_, delay) => delay,
+            other => panic!("expected a postponement, got {other:?}"),
+        }
+    }
+
+    /// Fills `subscription`'s two slots and reports attempts of `attempt_time`, so that its pace is
+    /// known: with both slots taken, one frees every `attempt_time / 2`.
+    fn busy_at_pace(
+        limits: &mut SubscriptionLimits,
+        subscription: &SubscriptionId,
+        now: Instant,
+        attempt_time: Duration,
+    ) {
+        for _ in 0..2 {
+            assert!(started(limits.admit(
+                task(subscription),
+                true,
+                now,
+                LONG_LEASE
+            )));
+        }
+        for _ in 0..2 {
+            assert!(limits.release(subscription, attempt_time).is_none());
+            assert!(started(limits.admit(
+                task(subscription),
+                true,
+                now,
+                LONG_LEASE
+            )));
+        }
+    }
+
+    #[test]
+    fn a_subscription_at_its_cap_parks_further_tasks_until_a_slot_frees() {
+        let (busy, other) = (SubscriptionId::generate(), SubscriptionId::generate());
+        let mut limits = SubscriptionLimits::new(2, 10);
+        let now = Instant::now();
+
+        assert!(started(limits.admit(task(&busy), true, now, LONG_LEASE)));
+        assert!(started(limits.admit(task(&busy), true, now, LONG_LEASE)));
+        let waiting = task(&busy);
+        let waiting_id = waiting.delivery_id.clone();
+        assert!(
+            parked(limits.admit(waiting, true, now, LONG_LEASE)),
+            "the third task of a capped subscription waits"
+        );
+        assert!(
+            started(limits.admit(task(&other), true, now, LONG_LEASE)),
+            "other subscriptions are not held up"
+        );
+
+        let next = limits
+            .release(&busy, Duration::from_millis(5))
+            .expect("the parked task comes back when a slot frees");
+        assert_eq!(next.delivery_id, waiting_id);
+        assert!(limits.release(&busy, Duration::from_millis(5)).is_none());
+        assert_eq!(limits.parked_total, 0);
+    }
+
+    #[test]
+    fn a_slot_whose_parked_task_could_not_start_goes_to_the_next_parked_task() {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(1, 10);
+        let now = Instant::now();
+        assert!(started(limits.admit(task(&busy), true, now, LONG_LEASE)));
+        let (stale, next) = (task(&busy), task(&busy));
+        let next_id = next.delivery_id.clone();
+        assert!(parked(limits.admit(stale, true, now, LONG_LEASE)));
+        assert!(parked(limits.admit(next, true, now, LONG_LEASE)));
+
+        assert!(limits.release(&busy, Duration::from_millis(5)).is_some());
+        // The released task's lease ran short: it is handed back without taking the slot.
+        let taken = limits
+            .next_for_free_slot(&busy)
+            .expect("the free slot goes to the next parked task");
+        assert_eq!(taken.delivery_id, next_id);
+        assert!(limits.next_for_free_slot(&busy).is_none());
+        assert!(
+            limits.loads.is_empty(),
+            "an idle subscription keeps no state"
+        );
+    }
+
+    #[test]
+    fn beyond_the_parking_space_tasks_are_postponed_one_slot_apart() {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 3);
+        let now = Instant::now();
+        busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
+        for _ in 0..3 {
+            assert!(parked(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        }
+
+        // Three parked ahead, a slot every 50 ms: the first postponed task's turn is in 200 ms, and
+        // each next one a slot later.
+        let delays: Vec<Duration> = (0..3)
+            .map(|_| postponed_by(limits.admit(task(&busy), false, now, LONG_LEASE)))
+            .collect();
+        assert_eq!(
+            delays,
+            [200, 250, 300].map(Duration::from_millis),
+            "postponed tasks come back as fast as the subscription takes them"
+        );
+    }
+
+    #[test]
+    fn a_task_that_would_wait_longer_than_its_lease_allows_is_postponed_instead_of_parked() {
+        let slow = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 100);
+        let now = Instant::now();
+        // A target that hangs until a 10 s timeout frees a slot every 5 s.
+        busy_at_pace(&mut limits, &slow, now, Duration::from_secs(10));
+        let may_wait = Duration::from_secs(12);
+        assert!(parked(limits.admit(task(&slow), false, now, may_wait)));
+        assert!(parked(limits.admit(task(&slow), false, now, may_wait)));
+        assert_eq!(
+            postponed_by(limits.admit(task(&slow), false, now, may_wait)),
+            Duration::from_secs(15),
+            "the third would start after 15 s, when its lease no longer covers an attempt"
+        );
+    }
+
+    #[test]
+    fn a_fresh_task_goes_to_the_end_of_the_line_of_postponed_ones() {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 1);
+        let now = Instant::now();
+        busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
+        assert!(parked(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        assert_eq!(
+            postponed_by(limits.admit(task(&busy), false, now, LONG_LEASE)),
+            Duration::from_millis(100)
+        );
+        // The parked task starts; there is room to park again, but not for a newcomer while the
+        // postponed task is still out there.
+        assert!(limits.release(&busy, Duration::from_millis(100)).is_some());
+        assert!(started(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        assert_eq!(
+            postponed_by(limits.admit(task(&busy), true, now, LONG_LEASE)),
+            Duration::from_millis(150),
+            "behind the postponed one, a slot later"
+        );
+        let later = now + Duration::from_millis(200);
+        assert!(
+            parked(limits.admit(task(&busy), true, later, LONG_LEASE)),
+            "once the line has come back, fresh tasks park again"
+        );
+    }
+
+    #[test]
+    fn postponements_are_bounded_however_far_behind_a_subscription_is() {
+        let hung = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 0);
+        let now = Instant::now();
+        busy_at_pace(&mut limits, &hung, now, Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert_eq!(
+                postponed_by(limits.admit(task(&hung), false, now, LONG_LEASE)),
+                MAX_POSTPONEMENT
+            );
+        }
+    }
+
+    #[test]
+    fn until_an_attempt_finishes_the_pace_is_judged_by_how_long_the_running_ones_have_taken() {
+        let new = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 0);
+        let now = Instant::now();
+        assert!(started(limits.admit(task(&new), true, now, LONG_LEASE)));
+        assert!(started(limits.admit(task(&new), true, now, LONG_LEASE)));
+        let later = now + Duration::from_secs(4);
+        assert_eq!(
+            postponed_by(limits.admit(task(&new), false, later, LONG_LEASE)),
+            Duration::from_secs(2),
+            "both attempts have run for 4 s and not finished: a slot is 2 s away at best"
+        );
+    }
+}
