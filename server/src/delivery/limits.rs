@@ -9,7 +9,10 @@
 //!
 //! When a slot is expected to free comes from how long the subscription's attempts take. Postponed
 //! tasks are spaced one slot apart, so they come back about as fast as the subscription takes them,
-//! and a fresh task does not overtake those postponed before it.
+//! and a part of the parking space is kept for them, so that newer tasks do not push them back again.
+//! Fresh tasks are not sent behind the postponed ones while there is room: a task that waits in
+//! memory costs nothing, one that goes through the database costs two more writes, and at full load
+//! those writes would slow the very deliveries the line waits for.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -142,19 +145,24 @@ impl SubscriptionLimits {
         let interval = load.slot_interval(now, self.cap);
         let turn =
             now + interval.saturating_mul(u32::try_from(load.parked.len() + 1).unwrap_or(u32::MAX));
-        let line_ends = load.line_ends.filter(|end| *end > now);
-        let may_park = !(fresh && line_ends.is_some())
-            && turn - now < may_wait
-            // A few rounds per subscription, so that a hung target cannot fill the space the others
-            // need.
-            && load.parked.len() < self.cap.saturating_mul(PARKED_ROUNDS)
-            && self.parked_total < self.max_parked;
+        // A few rounds per subscription, so that a hung target cannot fill the space the others need,
+        // and a quarter more for tasks that come back from the database when it is their turn, so
+        // that they find room instead of being postponed again behind newer ones.
+        let (mut room, mut total_room) = (self.cap.saturating_mul(PARKED_ROUNDS), self.max_parked);
+        if !fresh {
+            room += room / 4;
+            total_room += total_room / 4;
+        }
+        let may_park =
+            turn - now < may_wait && load.parked.len() < room && self.parked_total < total_room;
         if may_park {
             self.parked_total += 1;
             load.parked.push_back(task);
             return Admission::Parked;
         }
-        let due = line_ends
+        let due = load
+            .line_ends
+            .filter(|end| *end > now)
             .map_or(turn, |end| turn.max(end + interval))
             .min(now + MAX_POSTPONEMENT);
         load.line_ends = Some(due);
@@ -366,29 +374,35 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_task_goes_to_the_end_of_the_line_of_postponed_ones() {
+    fn overflowing_fresh_tasks_go_to_the_end_of_the_line_and_room_is_kept_for_the_line() {
         let busy = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 1);
+        let mut limits = SubscriptionLimits::new(2, 4);
         let now = Instant::now();
         busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
-        assert!(parked(limits.admit(task(&busy), false, now, LONG_LEASE)));
-        assert_eq!(
-            postponed_by(limits.admit(task(&busy), false, now, LONG_LEASE)),
-            Duration::from_millis(100)
-        );
-        // The parked task starts; there is room to park again, but not for a newcomer while the
-        // postponed task is still out there.
-        assert!(limits.release(&busy, Duration::from_millis(100)).is_some());
-        assert!(started(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        for _ in 0..4 {
+            assert!(parked(limits.admit(task(&busy), true, now, LONG_LEASE)));
+        }
+
+        // Four parked ahead, a slot every 50 ms.
         assert_eq!(
             postponed_by(limits.admit(task(&busy), true, now, LONG_LEASE)),
-            Duration::from_millis(150),
-            "behind the postponed one, a slot later"
+            Duration::from_millis(250)
         );
-        let later = now + Duration::from_millis(200);
+        assert_eq!(
+            postponed_by(limits.admit(task(&busy), true, now, LONG_LEASE)),
+            Duration::from_millis(300),
+            "behind the one postponed before it, a slot later"
+        );
         assert!(
-            parked(limits.admit(task(&busy), true, later, LONG_LEASE)),
-            "once the line has come back, fresh tasks park again"
+            parked(limits.admit(task(&busy), false, now, LONG_LEASE)),
+            "a task back from the database finds the room kept for it"
+        );
+        assert!(
+            matches!(
+                limits.admit(task(&busy), false, now, LONG_LEASE),
+                Admission::Postpone(..)
+            ),
+            "a quarter more, not without bound"
         );
     }
 

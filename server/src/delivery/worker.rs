@@ -11,7 +11,7 @@
 //! attempt never runs on a lease that could expire under it. Tasks of a subscription at its in-flight
 //! cap wait as [`super::limits`] decides.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,11 +47,19 @@ impl HotQueue {
     }
 }
 
-/// Wakes the dispatcher early: on new due work, and at the earliest retry it knows of.
+/// Most due times the dispatcher is told of that it keeps; beyond them, the fallback poll finds the
+/// work.
+const MAX_KNOWN_DUE_TIMES: usize = 16_384;
+
+/// Due times closer together than this are looked for in one claim, made at the later one.
+const DUE_TIME_GRAIN: Duration = Duration::from_millis(1);
+
+/// Wakes the dispatcher early: on new due work, and whenever a retry or postponed task it knows of
+/// comes due.
 #[derive(Debug, Default)]
 pub struct Wakeup {
     notify: Notify,
-    earliest_due: Mutex<Option<Instant>>,
+    due_times: Mutex<BTreeSet<Instant>>,
 }
 
 impl Wakeup {
@@ -63,29 +71,47 @@ impl Wakeup {
     /// Tells the dispatcher that a task comes due after `delay`.
     pub fn due_in(&self, delay: Duration) {
         let due = Instant::now() + delay;
-        let mut earliest = self.lock();
-        if earliest.is_none_or(|current| due < current) {
-            *earliest = Some(due);
-            drop(earliest);
+        let mut due_times = self.lock();
+        // A claim already planned for a moment just after this one finds this task too; one planned
+        // just before it is made at this moment instead.
+        if due_times.range(due..=due + DUE_TIME_GRAIN).next().is_some() {
+            return;
+        }
+        let just_before: Vec<Instant> = due_times
+            .range(due.checked_sub(DUE_TIME_GRAIN).unwrap_or(due)..due)
+            .copied()
+            .collect();
+        for earlier in just_before {
+            due_times.remove(&earlier);
+        }
+        due_times.insert(due);
+        if due_times.len() > MAX_KNOWN_DUE_TIMES {
+            due_times.pop_last();
+        }
+        let earliest = due_times.first() == Some(&due);
+        drop(due_times);
+        if earliest {
             self.notify.notify_one();
         }
     }
 
     /// When to look for due work next: the earliest known due time, or `fallback` if sooner.
     fn next(&self, fallback: Instant) -> Instant {
-        self.lock().map_or(fallback, |due| due.min(fallback))
+        self.lock()
+            .first()
+            .map_or(fallback, |due| (*due).min(fallback))
     }
 
     /// Forgets due times that a claim made at `now` has covered.
     fn covered(&self, now: Instant) {
-        let mut earliest = self.lock();
-        if earliest.is_some_and(|due| due <= now) {
-            *earliest = None;
-        }
+        let mut due_times = self.lock();
+        let later = due_times.split_off(&now);
+        *due_times = later;
+        due_times.remove(&now);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.earliest_due
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Instant>> {
+        self.due_times
             .lock()
             .expect("never poisoned: nothing panics while holding it")
     }
@@ -341,5 +367,35 @@ async fn attempt_and_record(
         Err(error) => {
             tracing::warn!(delivery_id = %task.delivery_id, error = %error, "attempt result not recorded; it will be retried")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dispatcher_is_woken_at_every_due_time_it_was_told_of_not_only_the_earliest() {
+        let wakeup = Wakeup::default();
+        let start = Instant::now();
+        let fallback = start + Duration::from_secs(1);
+        wakeup.due_in(Duration::from_millis(30));
+        wakeup.due_in(Duration::from_millis(10));
+        wakeup.due_in(Duration::from_millis(20));
+        wakeup.due_in(Duration::from_micros(20_500));
+
+        let mut claims = Vec::new();
+        for _ in 0..3 {
+            let at = wakeup.next(fallback);
+            tokio::time::sleep_until(at).await;
+            claims.push(at - start);
+            wakeup.covered(Instant::now());
+        }
+        assert_eq!(
+            claims,
+            [10_000, 20_500, 30_000].map(Duration::from_micros),
+            "one claim per due time; the two within a millisecond share the later one"
+        );
+        assert_eq!(wakeup.next(fallback), fallback);
     }
 }
