@@ -47,6 +47,25 @@ async fn ingest_with(
         .expect("an unfiltered webhook creates a delivery")
 }
 
+/// Ingests `count` webhooks `{"n": …}` with `concurrency` requests in flight; returns their delivery
+/// ids in the order they were accepted.
+async fn ingest_burst(
+    server: &TestServer,
+    subscription: &Subscription,
+    count: usize,
+    concurrency: usize,
+) -> Vec<String> {
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let client = server.client.clone();
+            let subscription = subscription.clone();
+            async move { ingest(&client, &subscription, &format!(r#"{{"n": {n}}}"#)).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
 /// Waits until the delivery reaches `status` and returns it.
 async fn delivery_with_status(client: &Client, id: &str, status: DeliveryStatus) -> Delivery {
     let what = format!("delivery {id} is {}", status.as_str_name());
@@ -356,15 +375,7 @@ async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_w
     let receiver = Receiver::scripted(&[], Reply::After(Duration::from_millis(20), 200)).await;
     let subscription = subscribe(&server, &receiver.url).await;
 
-    let delivery_ids: Vec<String> = futures::stream::iter(0..60)
-        .map(|n| {
-            let client = server.client.clone();
-            let subscription = subscription.clone();
-            async move { ingest(&client, &subscription, &format!(r#"{{"n": {n}}}"#)).await }
-        })
-        .buffer_unordered(20)
-        .collect()
-        .await;
+    let delivery_ids = ingest_burst(&server, &subscription, 60, 20).await;
 
     for id in &delivery_ids {
         let delivery = delivery_with_status(&server.client, id, DeliveryStatus::Delivered).await;
@@ -405,15 +416,7 @@ async fn two_hundred_concurrent_webhooks_are_each_delivered_exactly_once() {
     let receiver = Receiver::start(200).await;
     let subscription = subscribe(&server, &receiver.url).await;
 
-    let delivery_ids: Vec<String> = futures::stream::iter(0..200)
-        .map(|n| {
-            let client = server.client.clone();
-            let subscription = subscription.clone();
-            async move { ingest(&client, &subscription, &format!(r#"{{"n": {n}}}"#)).await }
-        })
-        .buffer_unordered(50)
-        .collect()
-        .await;
+    let delivery_ids = ingest_burst(&server, &subscription, 200, 50).await;
 
     eventually(DEADLINE, "the receiver got 200 requests", || async {
         (receiver.count() >= 200).then_some(())

@@ -77,11 +77,8 @@ impl Wakeup {
         if due_times.range(due..=due + DUE_TIME_GRAIN).next().is_some() {
             return;
         }
-        let just_before: Vec<Instant> = due_times
-            .range(due.checked_sub(DUE_TIME_GRAIN).unwrap_or(due)..due)
-            .copied()
-            .collect();
-        for earlier in just_before {
+        let grain_before = due.checked_sub(DUE_TIME_GRAIN).unwrap_or(due);
+        while let Some(&earlier) = due_times.range(grain_before..due).next() {
             due_times.remove(&earlier);
         }
         due_times.insert(due);
