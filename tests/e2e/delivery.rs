@@ -361,8 +361,8 @@ async fn a_hanging_target_gets_no_more_than_its_in_flight_cap_and_others_keep_th
 #[tokio::test]
 async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_waiting_for_their_leases()
  {
-    // One slot per subscription, and room to park sixteen rounds of it: most of a burst of sixty,
-    // claimed at once, cannot wait in memory. Their leases last five minutes, far beyond the deadline.
+    // One slot per subscription, and room to park 128 rounds of it: a third of a burst of 200
+    // cannot wait in memory. Their leases last five minutes, far beyond the deadline.
     let server = TestServer::start_with(&[
         "--max-in-flight",
         "64",
@@ -372,10 +372,10 @@ async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_w
         "300s",
     ])
     .await;
-    let receiver = Receiver::scripted(&[], Reply::After(Duration::from_millis(20), 200)).await;
+    let receiver = Receiver::scripted(&[], Reply::After(Duration::from_millis(5), 200)).await;
     let subscription = subscribe(&server, &receiver.url).await;
 
-    let delivery_ids = ingest_burst(&server, &subscription, 60, 20).await;
+    let delivery_ids = ingest_burst(&server, &subscription, 200, 20).await;
 
     for id in &delivery_ids {
         let delivery = delivery_with_status(&server.client, id, DeliveryStatus::Delivered).await;
@@ -385,7 +385,7 @@ async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_w
             "postponing a task is not an attempt: {id}"
         );
     }
-    assert_eq!(receiver.count(), 60, "each delivered exactly once");
+    assert_eq!(receiver.count(), 200, "each delivered exactly once");
     receiver.stop();
     server.stop().await;
 }

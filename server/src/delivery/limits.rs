@@ -2,17 +2,25 @@
 //! own finishes, so a target that hangs until the attempt timeout cannot take over the whole node.
 //!
 //! Its further tasks wait in one of two places:
-//! - parked in memory, a few rounds of its cap, when they can start before their leases run short;
+//! - parked in memory, many rounds of its cap (bounded in count and in bytes), when they can start
+//!   before their leases run short;
 //! - back in the database, postponed to when a slot is expected to be free, when they cannot: a hung
 //!   target's backlog then costs no memory, and an overloaded fast one does not leave tasks leased
 //!   and idle until their leases expire.
 //!
-//! When a slot is expected to free comes from how long the subscription's attempts take. Postponed
-//! tasks are spaced one slot apart, so they come back about as fast as the subscription takes them,
-//! and a part of the parking space is kept for them, so that newer tasks do not push them back again.
-//! Fresh tasks are not sent behind the postponed ones while there is room: a task that waits in
-//! memory costs nothing, one that goes through the database costs two more writes, and at full load
-//! those writes would slow the very deliveries the line waits for.
+//! The parking space is large on purpose. A task that waits in memory costs nothing; one that goes
+//! through the database costs two more writes (its postponement and its claim), and when a busy
+//! subscription's bursts overflowed a small space (16 rounds of its cap, a few tens of milliseconds
+//! at full rate), those writes took so much of the machine that the subscription delivered less than
+//! half as fast, its tasks overflowed all the more, and it stayed that way until the burst ended
+//! (measured with `whctl bench -n 200000 -c 256`: most runs fell from about 20,000 to
+//! 7,000–10,000 deliveries per second, with latencies of seconds). Fresh tasks are not sent behind
+//! the postponed ones while there is room, for the same reason, and a part of the space is kept for
+//! tasks coming back from the database, so that newer tasks do not push them back again.
+//!
+//! When a slot is expected to free comes from how fast the subscription's slots have been freeing
+//! while tasks waited for them, or from how long its attempts take where that is slower. Postponed
+//! tasks are spaced one slot apart, so they come back about as fast as the subscription takes them.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -24,7 +32,10 @@ use crate::domain::SubscriptionId;
 use crate::store::ClaimedTask;
 
 /// How many rounds of its in-flight cap one subscription may park in memory.
-const PARKED_ROUNDS: usize = 16;
+const PARKED_ROUNDS: usize = 128;
+
+/// Most payload bytes parked in memory at once, over all subscriptions.
+pub(super) const MAX_PARKED_BYTES: usize = 32 << 20;
 
 /// Longest a task is postponed for. Further ahead the estimate is too uncertain to wait for (a hung
 /// target may recover); a task further back in line is claimed again then, and postponed again if its
@@ -34,6 +45,10 @@ pub(super) const MAX_POSTPONEMENT: Duration = Duration::from_secs(300);
 /// Weight of the latest attempt in a subscription's running mean attempt time.
 const LATEST_ATTEMPT_WEIGHT: f64 = 0.125;
 
+/// Weight of the latest gap between two of a saturated subscription's slots freeing in its running
+/// mean: gaps come in bursts, so the mean spans about a round of a typical cap.
+const LATEST_GAP_WEIGHT: f64 = 1.0 / 64.0;
+
 /// What becomes of a task when it is its turn to start.
 #[derive(Debug)]
 pub(super) enum Admission {
@@ -41,8 +56,9 @@ pub(super) enum Admission {
     Start(ClaimedTask),
     /// It waits in memory for a slot.
     Parked,
-    /// Its subscription will not have a slot for it while its lease lasts: hand it back to the
-    /// database, due after this delay, when a slot is expected to be free.
+    /// Its subscription will not have a slot for it while its lease lasts, or there is no room to
+    /// park it: hand it back to the database, due after this delay, when a slot is expected to be
+    /// free.
     Postpone(ClaimedTask, Duration),
 }
 
@@ -55,6 +71,11 @@ struct Load {
     busy_since: Instant,
     /// Running mean of how long its attempts take, once one has finished.
     attempt_time: Option<Duration>,
+    /// Running mean of the time between two of its slots freeing while tasks were waiting for them,
+    /// once measured: how fast it really takes tasks, with the time a freed slot takes to be reused.
+    release_gap: Option<Duration>,
+    /// When a slot last freed with tasks waiting for it.
+    saturated_release: Option<Instant>,
     /// When the task postponed last is expected to get a slot: the end of its line in the database.
     line_ends: Option<Instant>,
 }
@@ -66,17 +87,50 @@ impl Load {
             parked: VecDeque::new(),
             busy_since: now,
             attempt_time: None,
+            release_gap: None,
+            saturated_release: None,
             line_ends: None,
         }
     }
 
-    /// Expected time between two of its slots freeing while all of them are taken.
+    /// Expected time between two of its slots freeing while all of them are taken. Attempts alone
+    /// would free one every `attempt_time / cap`, but a freed slot takes a moment to be reused, which
+    /// under full load is not small; where gaps have been measured, the longer of the two counts, so
+    /// that postponed tasks do not come back faster than the subscription takes them.
     fn slot_interval(&self, now: Instant, cap: usize) -> Duration {
         // Until an attempt finishes, the running ones have taken at least as long as it has been busy.
         let attempt_time = self
             .attempt_time
             .unwrap_or_else(|| now.saturating_duration_since(self.busy_since));
-        attempt_time / u32::try_from(cap).unwrap_or(u32::MAX)
+        let by_attempts = attempt_time / u32::try_from(cap).unwrap_or(u32::MAX);
+        self.release_gap
+            .map_or(by_attempts, |gap| gap.max(by_attempts))
+    }
+
+    /// When a task postponed now is expected to get a slot: after its `turn`, and a slot after the
+    /// task postponed before it; at most [`MAX_POSTPONEMENT`] ahead. It becomes the end of the line.
+    fn join_line(&mut self, now: Instant, turn: Instant, interval: Duration) -> Duration {
+        let due = self
+            .line_ends
+            .filter(|end| *end > now)
+            .map_or(turn, |end| turn.max(end + interval))
+            .min(now + MAX_POSTPONEMENT);
+        self.line_ends = Some(due);
+        due - now
+    }
+
+    /// A slot freed at `now`; `waiting` when tasks were parked for it.
+    fn record_release(&mut self, now: Instant, waiting: bool) {
+        if let (true, Some(previous)) = (waiting, self.saturated_release) {
+            let gap = now.saturating_duration_since(previous);
+            self.release_gap = Some(match self.release_gap {
+                None => gap,
+                Some(mean) => {
+                    mean.mul_f64(1.0 - LATEST_GAP_WEIGHT) + gap.mul_f64(LATEST_GAP_WEIGHT)
+                }
+            });
+        }
+        self.saturated_release = waiting.then_some(now);
     }
 
     fn record_attempt_time(&mut self, took: Duration) {
@@ -95,21 +149,26 @@ pub(super) struct SubscriptionLimits {
     cap: usize,
     loads: HashMap<SubscriptionId, Load>,
     parked_total: usize,
+    parked_bytes: usize,
     /// Most tasks parked in memory at once, over all subscriptions.
     max_parked: usize,
+    /// Most payload bytes parked at once, over all subscriptions.
+    max_parked_bytes: usize,
     /// Attempts report here when they finish, with how long they took, freeing their slot.
     finished_sender: mpsc::UnboundedSender<(SubscriptionId, Duration)>,
     pub(super) finished: mpsc::UnboundedReceiver<(SubscriptionId, Duration)>,
 }
 
 impl SubscriptionLimits {
-    pub(super) fn new(cap: usize, max_parked: usize) -> Self {
+    pub(super) fn new(cap: usize, max_parked: usize, max_parked_bytes: usize) -> Self {
         let (finished_sender, finished) = mpsc::unbounded_channel();
         SubscriptionLimits {
             cap: cap.max(1),
             loads: HashMap::new(),
             parked_total: 0,
+            parked_bytes: 0,
             max_parked,
+            max_parked_bytes,
             finished_sender,
             finished,
         }
@@ -145,40 +204,45 @@ impl SubscriptionLimits {
         let interval = load.slot_interval(now, self.cap);
         let turn =
             now + interval.saturating_mul(u32::try_from(load.parked.len() + 1).unwrap_or(u32::MAX));
-        // A few rounds per subscription, so that a hung target cannot fill the space the others need,
-        // and a quarter more for tasks that come back from the database when it is their turn, so
-        // that they find room instead of being postponed again behind newer ones.
-        let (mut room, mut total_room) = (self.cap.saturating_mul(PARKED_ROUNDS), self.max_parked);
+        // Rounds per subscription, so that a hung target cannot fill the space the others need, and a
+        // quarter more for tasks that come back from the database when it is their turn, so that they
+        // find room instead of being postponed again behind newer ones.
+        let (mut room, mut total_room, mut total_bytes) = (
+            self.cap.saturating_mul(PARKED_ROUNDS),
+            self.max_parked,
+            self.max_parked_bytes,
+        );
         if !fresh {
-            room += room / 4;
-            total_room += total_room / 4;
+            room = room.saturating_add(room / 4);
+            total_room = total_room.saturating_add(total_room / 4);
+            total_bytes = total_bytes.saturating_add(total_bytes / 4);
         }
-        let may_park =
-            turn - now < may_wait && load.parked.len() < room && self.parked_total < total_room;
+        let bytes = task.payload.len();
+        let may_park = turn - now < may_wait
+            && load.parked.len() < room
+            && self.parked_total < total_room
+            && self.parked_bytes + bytes <= total_bytes;
         if may_park {
             self.parked_total += 1;
+            self.parked_bytes += bytes;
             load.parked.push_back(task);
             return Admission::Parked;
         }
-        let due = load
-            .line_ends
-            .filter(|end| *end > now)
-            .map_or(turn, |end| turn.max(end + interval))
-            .min(now + MAX_POSTPONEMENT);
-        load.line_ends = Some(due);
-        Admission::Postpone(task, due - now)
+        Admission::Postpone(task, load.join_line(now, turn, interval))
     }
 
-    /// An attempt of `subscription` that took `took` gave its slot back; returns the subscription's
-    /// next parked task, if any, which is then next to start.
+    /// An attempt of `subscription` that took `took` gave its slot back at `now`; returns the
+    /// subscription's next parked task, if any, which is then next to start.
     pub(super) fn release(
         &mut self,
         subscription: &SubscriptionId,
         took: Duration,
+        now: Instant,
     ) -> Option<ClaimedTask> {
         let load = self.loads.get_mut(subscription)?;
         load.running = load.running.saturating_sub(1);
         load.record_attempt_time(took);
+        load.record_release(now, !load.parked.is_empty());
         self.next_for_free_slot(subscription)
     }
 
@@ -194,8 +258,9 @@ impl SubscriptionLimits {
             return None;
         }
         let next = load.parked.pop_front();
-        if next.is_some() {
+        if let Some(task) = &next {
             self.parked_total -= 1;
+            self.parked_bytes -= task.payload.len();
         } else if load.running == 0 {
             self.loads.remove(subscription);
         }
@@ -273,7 +338,7 @@ mod tests {
             )));
         }
         for _ in 0..2 {
-            assert!(limits.release(subscription, attempt_time).is_none());
+            assert!(limits.release(subscription, attempt_time, now).is_none());
             assert!(started(limits.admit(
                 task(subscription),
                 true,
@@ -286,7 +351,7 @@ mod tests {
     #[test]
     fn a_subscription_at_its_cap_parks_further_tasks_until_a_slot_frees() {
         let (busy, other) = (SubscriptionId::generate(), SubscriptionId::generate());
-        let mut limits = SubscriptionLimits::new(2, 10);
+        let mut limits = SubscriptionLimits::new(2, 10, usize::MAX);
         let now = Instant::now();
 
         assert!(started(limits.admit(task(&busy), true, now, LONG_LEASE)));
@@ -303,17 +368,21 @@ mod tests {
         );
 
         let next = limits
-            .release(&busy, Duration::from_millis(5))
+            .release(&busy, Duration::from_millis(5), now)
             .expect("the parked task comes back when a slot frees");
         assert_eq!(next.delivery_id, waiting_id);
-        assert!(limits.release(&busy, Duration::from_millis(5)).is_none());
+        assert!(
+            limits
+                .release(&busy, Duration::from_millis(5), now)
+                .is_none()
+        );
         assert_eq!(limits.parked_total, 0);
     }
 
     #[test]
     fn a_slot_whose_parked_task_could_not_start_goes_to_the_next_parked_task() {
         let busy = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(1, 10);
+        let mut limits = SubscriptionLimits::new(1, 10, usize::MAX);
         let now = Instant::now();
         assert!(started(limits.admit(task(&busy), true, now, LONG_LEASE)));
         let (stale, next) = (task(&busy), task(&busy));
@@ -321,7 +390,11 @@ mod tests {
         assert!(parked(limits.admit(stale, true, now, LONG_LEASE)));
         assert!(parked(limits.admit(next, true, now, LONG_LEASE)));
 
-        assert!(limits.release(&busy, Duration::from_millis(5)).is_some());
+        assert!(
+            limits
+                .release(&busy, Duration::from_millis(5), now)
+                .is_some()
+        );
         // The released task's lease ran short: it is handed back without taking the slot.
         let taken = limits
             .next_for_free_slot(&busy)
@@ -337,7 +410,7 @@ mod tests {
     #[test]
     fn beyond_the_parking_space_tasks_are_postponed_one_slot_apart() {
         let busy = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 3);
+        let mut limits = SubscriptionLimits::new(2, 3, usize::MAX);
         let now = Instant::now();
         busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
         for _ in 0..3 {
@@ -359,7 +432,7 @@ mod tests {
     #[test]
     fn a_task_that_would_wait_longer_than_its_lease_allows_is_postponed_instead_of_parked() {
         let slow = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 100);
+        let mut limits = SubscriptionLimits::new(2, 100, usize::MAX);
         let now = Instant::now();
         // A target that hangs until a 10 s timeout frees a slot every 5 s.
         busy_at_pace(&mut limits, &slow, now, Duration::from_secs(10));
@@ -376,7 +449,7 @@ mod tests {
     #[test]
     fn overflowing_fresh_tasks_go_to_the_end_of_the_line_and_room_is_kept_for_the_line() {
         let busy = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 4);
+        let mut limits = SubscriptionLimits::new(2, 4, usize::MAX);
         let now = Instant::now();
         busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
         for _ in 0..4 {
@@ -397,19 +470,76 @@ mod tests {
             parked(limits.admit(task(&busy), false, now, LONG_LEASE)),
             "a task back from the database finds the room kept for it"
         );
+    }
+
+    #[test]
+    fn parked_payloads_are_bounded_in_bytes_as_well_as_in_number() {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 100, 10);
+        let now = Instant::now();
+        busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
+        let with_payload = |bytes: &'static [u8]| ClaimedTask {
+            payload: Bytes::from_static(bytes),
+            ..task(&busy)
+        };
+        assert!(parked(limits.admit(
+            with_payload(b"12345678"),
+            true,
+            now,
+            LONG_LEASE
+        )));
         assert!(
             matches!(
-                limits.admit(task(&busy), false, now, LONG_LEASE),
+                limits.admit(with_payload(b"123"), true, now, LONG_LEASE),
                 Admission::Postpone(..)
             ),
-            "a quarter more, not without bound"
+            "eleven bytes would not fit in ten"
+        );
+        assert!(parked(limits.admit(
+            with_payload(b"12"),
+            true,
+            now,
+            LONG_LEASE
+        )));
+        let next = limits
+            .release(&busy, Duration::from_millis(100), now)
+            .expect("the first parked task takes the freed slot");
+        assert!(started(limits.admit(next, false, now, LONG_LEASE)));
+        assert!(
+            parked(limits.admit(with_payload(b"12345678"), true, now, LONG_LEASE)),
+            "a started task's bytes are given back"
+        );
+    }
+
+    #[test]
+    fn postponed_tasks_are_spaced_by_how_fast_slots_really_free_when_that_is_slower_than_attempts()
+    {
+        let busy = SubscriptionId::generate();
+        let mut limits = SubscriptionLimits::new(2, 1, usize::MAX);
+        let mut now = Instant::now();
+        // Attempts of 100 ms on two slots would free one every 50 ms ...
+        busy_at_pace(&mut limits, &busy, now, Duration::from_millis(100));
+        assert!(parked(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        // ... but under load each freed slot is reused only 200 ms after the one before.
+        for _ in 0..200 {
+            now += Duration::from_millis(200);
+            let next = limits
+                .release(&busy, Duration::from_millis(100), now)
+                .expect("the parked task takes the freed slot");
+            assert!(started(limits.admit(next, false, now, LONG_LEASE)));
+            assert!(parked(limits.admit(task(&busy), false, now, LONG_LEASE)));
+        }
+        let delay = postponed_by(limits.admit(task(&busy), false, now, LONG_LEASE));
+        assert!(
+            delay > Duration::from_millis(350) && delay <= Duration::from_millis(400),
+            "one parked ahead, a slot every 200 ms: about 400 ms, got {delay:?}"
         );
     }
 
     #[test]
     fn postponements_are_bounded_however_far_behind_a_subscription_is() {
         let hung = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 0);
+        let mut limits = SubscriptionLimits::new(2, 0, usize::MAX);
         let now = Instant::now();
         busy_at_pace(&mut limits, &hung, now, Duration::from_secs(3600));
         for _ in 0..3 {
@@ -423,7 +553,7 @@ mod tests {
     #[test]
     fn until_an_attempt_finishes_the_pace_is_judged_by_how_long_the_running_ones_have_taken() {
         let new = SubscriptionId::generate();
-        let mut limits = SubscriptionLimits::new(2, 0);
+        let mut limits = SubscriptionLimits::new(2, 0, usize::MAX);
         let now = Instant::now();
         assert!(started(limits.admit(task(&new), true, now, LONG_LEASE)));
         assert!(started(limits.admit(task(&new), true, now, LONG_LEASE)));

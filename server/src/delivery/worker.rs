@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::attempt::{self, AttemptContext};
-use super::limits::{Admission, SubscriptionLimits, SubscriptionSlot};
+use super::limits::{Admission, MAX_PARKED_BYTES, SubscriptionLimits, SubscriptionSlot};
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
 use crate::domain::SubscriptionId;
@@ -168,7 +168,8 @@ impl Dispatcher {
             backlog: VecDeque::new(),
             per_subscription: SubscriptionLimits::new(
                 settings.max_in_flight_per_subscription,
-                settings.max_in_flight.saturating_mul(4),
+                settings.max_in_flight.saturating_mul(16),
+                MAX_PARKED_BYTES,
             ),
         };
         (dispatcher, HotQueue { sender })
@@ -248,7 +249,10 @@ impl Dispatcher {
     /// An attempt of `subscription` that took `took` finished: its next parked task, if any, goes
     /// first.
     fn slot_freed(&mut self, subscription: &SubscriptionId, took: Duration) {
-        if let Some(task) = self.per_subscription.release(subscription, took) {
+        if let Some(task) = self
+            .per_subscription
+            .release(subscription, took, Instant::now())
+        {
             self.backlog.push_front(task);
         }
     }
