@@ -34,6 +34,9 @@ use crate::store::ClaimedTask;
 /// How many rounds of its in-flight cap one subscription may park in memory.
 const PARKED_ROUNDS: usize = 128;
 
+/// How many tasks may be parked in memory per global in-flight slot, over all subscriptions.
+pub(super) const PARKED_PER_SLOT: usize = 16;
+
 /// Most payload bytes parked in memory at once, over all subscriptions.
 pub(super) const MAX_PARKED_BYTES: usize = 32 << 20;
 
@@ -123,24 +126,21 @@ impl Load {
     fn record_release(&mut self, now: Instant, waiting: bool) {
         if let (true, Some(previous)) = (waiting, self.saturated_release) {
             let gap = now.saturating_duration_since(previous);
-            self.release_gap = Some(match self.release_gap {
-                None => gap,
-                Some(mean) => {
-                    mean.mul_f64(1.0 - LATEST_GAP_WEIGHT) + gap.mul_f64(LATEST_GAP_WEIGHT)
-                }
-            });
+            self.release_gap = Some(running_mean(self.release_gap, gap, LATEST_GAP_WEIGHT));
         }
         self.saturated_release = waiting.then_some(now);
     }
 
     fn record_attempt_time(&mut self, took: Duration) {
-        self.attempt_time = Some(match self.attempt_time {
-            None => took,
-            Some(mean) => {
-                mean.mul_f64(1.0 - LATEST_ATTEMPT_WEIGHT) + took.mul_f64(LATEST_ATTEMPT_WEIGHT)
-            }
-        });
+        self.attempt_time = Some(running_mean(self.attempt_time, took, LATEST_ATTEMPT_WEIGHT));
     }
+}
+
+/// `mean` moved towards `latest` by `weight`; the first value is its own mean.
+fn running_mean(mean: Option<Duration>, latest: Duration, weight: f64) -> Duration {
+    mean.map_or(latest, |mean| {
+        mean.mul_f64(1.0 - weight) + latest.mul_f64(weight)
+    })
 }
 
 /// The cap, with each busy subscription's load.
@@ -207,21 +207,18 @@ impl SubscriptionLimits {
         // Rounds per subscription, so that a hung target cannot fill the space the others need, and a
         // quarter more for tasks that come back from the database when it is their turn, so that they
         // find room instead of being postponed again behind newer ones.
-        let (mut room, mut total_room, mut total_bytes) = (
-            self.cap.saturating_mul(PARKED_ROUNDS),
-            self.max_parked,
-            self.max_parked_bytes,
-        );
-        if !fresh {
-            room = room.saturating_add(room / 4);
-            total_room = total_room.saturating_add(total_room / 4);
-            total_bytes = total_bytes.saturating_add(total_bytes / 4);
-        }
+        let allowed = |limit: usize| {
+            if fresh {
+                limit
+            } else {
+                limit.saturating_add(limit / 4)
+            }
+        };
         let bytes = task.payload.len();
         let may_park = turn - now < may_wait
-            && load.parked.len() < room
-            && self.parked_total < total_room
-            && self.parked_bytes + bytes <= total_bytes;
+            && load.parked.len() < allowed(self.cap.saturating_mul(PARKED_ROUNDS))
+            && self.parked_total < allowed(self.max_parked)
+            && self.parked_bytes + bytes <= allowed(self.max_parked_bytes);
         if may_park {
             self.parked_total += 1;
             self.parked_bytes += bytes;

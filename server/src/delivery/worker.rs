@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::attempt::{self, AttemptContext};
-use super::limits::{Admission, MAX_PARKED_BYTES, SubscriptionLimits, SubscriptionSlot};
+use super::limits::{
+    Admission, MAX_PARKED_BYTES, PARKED_PER_SLOT, SubscriptionLimits, SubscriptionSlot,
+};
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
 use crate::domain::SubscriptionId;
@@ -168,7 +170,7 @@ impl Dispatcher {
             backlog: VecDeque::new(),
             per_subscription: SubscriptionLimits::new(
                 settings.max_in_flight_per_subscription,
-                settings.max_in_flight.saturating_mul(16),
+                settings.max_in_flight.saturating_mul(PARKED_PER_SLOT),
                 MAX_PARKED_BYTES,
             ),
         };
