@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use whd_sdk::{Client, ClientConfig, CreateSubscriptionRequest, Subscription};
 
 use crate::Context;
+use crate::cpu_time::CpuSnapshot;
 use crate::error::CliError;
 use crate::output::OutputFormat;
 
@@ -138,6 +139,15 @@ pub struct BenchReport {
     pub errors: HashMap<String, u64>,
     /// Peak resident memory of the server this run started, in MiB.
     pub server_peak_rss_mib: Option<f64>,
+    /// CPU time (user and system) the server this run started spent per accepted webhook, in µs,
+    /// from the first ingest request to the last delivery. Less noisy than the rates on a shared
+    /// machine: the figure to compare two builds by.
+    pub server_cpu_us_per_webhook: Option<f64>,
+    /// The same for this benchmark process: its client and its receiver.
+    pub bench_cpu_us_per_webhook: Option<f64>,
+    /// Seconds of CPU the hypervisor gave to others meanwhile (steal, all CPUs); much more than a few
+    /// tenths of a second makes the rates of this run a poor comparison.
+    pub cpu_steal_s: Option<f64>,
 }
 
 /// Latency percentiles.
@@ -259,6 +269,7 @@ pub(crate) async fn run(
     let ingest_urls: Vec<&str> = std::iter::once(config.ingest_url.as_str())
         .chain(args.also_ingest_urls.iter().map(String::as_str))
         .collect();
+    let cpu_before = CpuSnapshot::now(server.as_ref().and_then(StartedServer::pid));
     let ingest = ingest_all(
         &client,
         &ingest_urls,
@@ -270,6 +281,9 @@ pub(crate) async fn run(
     .await;
     let (delivered, failed_deliveries) =
         wait_for_deliveries(&receiver, &ingest, &sdk, args.drain_timeout).await;
+    let cpu = cpu_before.until(&CpuSnapshot::now(
+        server.as_ref().and_then(StartedServer::pid),
+    ));
     let server_peak_rss_mib = server.as_ref().and_then(StartedServer::peak_rss_mib);
     if let Some(server) = server {
         server.stop().await;
@@ -310,6 +324,9 @@ pub(crate) async fn run(
         receiver_requests: receiver.requests.load(Ordering::Relaxed),
         errors: ingest.errors,
         server_peak_rss_mib,
+        server_cpu_us_per_webhook: cpu.server.map(|time| per_webhook(time, ingest.accepted)),
+        bench_cpu_us_per_webhook: cpu.own.map(|time| per_webhook(time, ingest.accepted)),
+        cpu_steal_s: cpu.steal.map(|time| time.as_secs_f64()),
     };
     receiver.stop();
     print_report(&report, context.output, out)?;
@@ -323,6 +340,11 @@ pub(crate) async fn run(
         )));
     }
     Ok(())
+}
+
+/// Microseconds of `time` per webhook.
+fn per_webhook(time: Duration, webhooks: u64) -> f64 {
+    time.as_secs_f64() * 1e6 / webhooks.max(1) as f64
 }
 
 /// A JSON object of exactly `size` bytes (at least 16).
@@ -947,9 +969,13 @@ impl StartedServer {
         Ok(server)
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// VmHWM of the process: the most memory it has had resident.
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
         let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024.0)
@@ -984,6 +1010,20 @@ fn free_port() -> Result<u16, CliError> {
         .local_addr()
         .map_err(|error| CliError::Bench(error.to_string()))?
         .port())
+}
+
+/// `whd 80 µs  bench 55 µs  (steal 0.11 s)`, each part only where it was measured.
+fn cpu_row(report: &BenchReport) -> String {
+    let micros = |value: Option<f64>| value.map_or("-".to_owned(), |us| format!("{us:.0} µs"));
+    let mut row = format!(
+        "whd {}  bench {}",
+        micros(report.server_cpu_us_per_webhook),
+        micros(report.bench_cpu_us_per_webhook)
+    );
+    if let Some(steal) = report.cpu_steal_s {
+        row.push_str(&format!("  (steal {steal:.2} s)"));
+    }
+    row
 }
 
 fn print_report(
@@ -1071,6 +1111,7 @@ fn print_report(
                 .server_peak_rss_mib
                 .map_or("-".to_owned(), |mib| format!("{mib:.1} MiB")),
         ),
+        ("cpu per webhook", cpu_row(report)),
     ];
     for (label, value) in rows {
         writeln!(out, "{label:>16}  {value}").map_err(CliError::Output)?;

@@ -11,6 +11,7 @@
 //! - `watch`: `whctl watch`, following delivery events live and resuming after a broken stream
 //! - `listen`: `whctl listen`, a local webhook receiver that prints what it gets
 //! - `bench`: `whctl bench`, the load generator with its own receiver and ceiling measurement
+//! - `cpu_time`: CPU time of the benchmark, its server and the machine's steal, read from `/proc`
 //! - `verify`: Standard Webhooks signature checks for `listen`
 //! - `output`: tables, key/value blocks, JSON and value formatting shared by every command
 //! - `error`: the error type commands return
@@ -25,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use whd_sdk::{Client, ClientConfig, DEFAULT_INGEST_URL, DEFAULT_SERVER};
 
 pub mod bench;
+mod cpu_time;
 pub mod deliveries;
 mod error;
 pub mod ingest;

@@ -35,6 +35,10 @@ async fn bench_delivers_every_webhook_it_sends_and_reports_counts_as_json() {
         report["ceiling_rps"].as_f64().is_some_and(|rps| rps > 0.0),
         "{report}"
     );
+    // CPU time is read from /proc: the benchmark's own always, a server's only if it started it.
+    assert!(report["bench_cpu_us_per_webhook"].is_number(), "{report}");
+    assert!(report["server_cpu_us_per_webhook"].is_null(), "{report}");
+    assert!(report["cpu_steal_s"].is_number(), "{report}");
     server.stop().await;
 }
 
