@@ -21,8 +21,17 @@
 //! When a slot is expected to free comes from how fast the subscription's slots have been freeing
 //! while tasks waited for them, or from how long its attempts take where that is slower. Postponed
 //! tasks are spaced one slot apart, so they come back about as fast as the subscription takes them.
+//!
+//! Once a fresh task finds the parking space full, the subscription's line in the database is
+//! *open* to ingest ([`Lines`]): its new webhooks are queued unleased at the end of the line straight
+//! away instead of being handed over only to be postponed, which saves a write per webhook for as
+//! long as the subscription stays that far behind. The line closes when the parked tasks have gone
+//! down by half.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -79,8 +88,10 @@ struct Load {
     release_gap: Option<Duration>,
     /// When a slot last freed with tasks waiting for it.
     saturated_release: Option<Instant>,
-    /// When the task postponed last is expected to get a slot: the end of its line in the database.
-    line_ends: Option<Instant>,
+    /// Whether it has a line in [`Lines`].
+    has_line: bool,
+    /// While its line is open to ingest, how many tasks were parked when it opened.
+    open_with_parked: Option<usize>,
 }
 
 impl Load {
@@ -92,7 +103,8 @@ impl Load {
             attempt_time: None,
             release_gap: None,
             saturated_release: None,
-            line_ends: None,
+            has_line: false,
+            open_with_parked: None,
         }
     }
 
@@ -110,18 +122,6 @@ impl Load {
             .map_or(by_attempts, |gap| gap.max(by_attempts))
     }
 
-    /// When a task postponed now is expected to get a slot: after its `turn`, and a slot after the
-    /// task postponed before it; at most [`MAX_POSTPONEMENT`] ahead. It becomes the end of the line.
-    fn join_line(&mut self, now: Instant, turn: Instant, interval: Duration) -> Duration {
-        let due = self
-            .line_ends
-            .filter(|end| *end > now)
-            .map_or(turn, |end| turn.max(end + interval))
-            .min(now + MAX_POSTPONEMENT);
-        self.line_ends = Some(due);
-        due - now
-    }
-
     /// A slot freed at `now`; `waiting` when tasks were parked for it.
     fn record_release(&mut self, now: Instant, waiting: bool) {
         if let (true, Some(previous)) = (waiting, self.saturated_release) {
@@ -133,6 +133,100 @@ impl Load {
 
     fn record_attempt_time(&mut self, took: Duration) {
         self.attempt_time = Some(running_mean(self.attempt_time, took, LATEST_ATTEMPT_WEIGHT));
+    }
+}
+
+/// The lines of postponed tasks in the database, one per busy subscription: when the task that joined
+/// last is expected to get a slot. Shared with ingest, which queues a subscription's new webhooks at
+/// the end of its line while the line is open.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    /// How many lines are open, so that ingest skips the lock while none is.
+    open: AtomicUsize,
+    by_subscription: Mutex<HashMap<SubscriptionId, Line>>,
+}
+
+#[derive(Debug)]
+struct Line {
+    ends: Instant,
+    /// The subscription's expected time between two free slots.
+    interval: Duration,
+    open: bool,
+}
+
+impl Lines {
+    /// A task of `subscription` joins its line at `now`: due at its `turn` and a slot after the task
+    /// that joined before it, at most [`MAX_POSTPONEMENT`] ahead; returns the delay until then.
+    fn join(
+        &self,
+        subscription: &SubscriptionId,
+        now: Instant,
+        turn: Instant,
+        interval: Duration,
+    ) -> Duration {
+        let mut lines = self.lock();
+        let line = lines.entry(subscription.clone()).or_insert(Line {
+            ends: now,
+            interval,
+            open: false,
+        });
+        let due = if line.ends > now {
+            turn.max(line.ends + interval)
+        } else {
+            turn
+        }
+        .min(now + MAX_POSTPONEMENT);
+        line.ends = due;
+        line.interval = interval;
+        due - now
+    }
+
+    /// For ingest: if `subscription`'s line is open and not yet over at `now`, a new webhook joins its
+    /// end; returns the delay until its turn.
+    pub(crate) fn join_if_open(
+        &self,
+        subscription: &SubscriptionId,
+        now: Instant,
+    ) -> Option<Duration> {
+        if self.open.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut lines = self.lock();
+        let line = lines.get_mut(subscription).filter(|line| line.open)?;
+        if line.ends <= now {
+            // Everything in line has come due; the dispatcher decides afresh.
+            return None;
+        }
+        let due = (line.ends + line.interval).min(now + MAX_POSTPONEMENT);
+        line.ends = due;
+        Some(due - now)
+    }
+
+    fn set_open(&self, subscription: &SubscriptionId, open: bool) {
+        if let Some(line) = self.lock().get_mut(subscription)
+            && line.open != open
+        {
+            line.open = open;
+            if open {
+                self.open.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn forget(&self, subscription: &SubscriptionId) {
+        if let Some(line) = self.lock().remove(subscription)
+            && line.open
+        {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SubscriptionId, Line>> {
+        self.by_subscription
+            .lock()
+            .expect("never poisoned: nothing panics while holding it")
     }
 }
 
@@ -154,6 +248,7 @@ pub(super) struct SubscriptionLimits {
     max_parked: usize,
     /// Most payload bytes parked at once, over all subscriptions.
     max_parked_bytes: usize,
+    lines: Arc<Lines>,
     /// Attempts report here when they finish, with how long they took, freeing their slot.
     finished_sender: mpsc::UnboundedSender<(SubscriptionId, Duration)>,
     pub(super) finished: mpsc::UnboundedReceiver<(SubscriptionId, Duration)>,
@@ -169,9 +264,15 @@ impl SubscriptionLimits {
             parked_bytes: 0,
             max_parked,
             max_parked_bytes,
+            lines: Arc::default(),
             finished_sender,
             finished,
         }
+    }
+
+    /// The subscriptions' lines in the database, for ingest.
+    pub(super) fn lines(&self) -> Arc<Lines> {
+        Arc::clone(&self.lines)
     }
 
     /// The slot an attempt of `subscription` holds from now until it is dropped.
@@ -215,17 +316,22 @@ impl SubscriptionLimits {
             }
         };
         let bytes = task.payload.len();
-        let may_park = turn - now < may_wait
-            && load.parked.len() < allowed(self.cap.saturating_mul(PARKED_ROUNDS))
+        let has_room = load.parked.len() < allowed(self.cap.saturating_mul(PARKED_ROUNDS))
             && self.parked_total < allowed(self.max_parked)
             && self.parked_bytes + bytes <= allowed(self.max_parked_bytes);
-        if may_park {
+        if has_room && turn - now < may_wait {
             self.parked_total += 1;
             self.parked_bytes += bytes;
             load.parked.push_back(task);
             return Admission::Parked;
         }
-        Admission::Postpone(task, load.join_line(now, turn, interval))
+        let delay = self.lines.join(&task.subscription_id, now, turn, interval);
+        load.has_line = true;
+        if fresh && !has_room && load.open_with_parked.is_none() {
+            load.open_with_parked = Some(load.parked.len());
+            self.lines.set_open(&task.subscription_id, true);
+        }
+        Admission::Postpone(task, delay)
     }
 
     /// An attempt of `subscription` that took `took` gave its slot back at `now`; returns the
@@ -258,7 +364,17 @@ impl SubscriptionLimits {
         if let Some(task) = &next {
             self.parked_total -= 1;
             self.parked_bytes -= task.payload.len();
+            if load
+                .open_with_parked
+                .is_some_and(|opened_with| load.parked.len() <= opened_with / 2)
+            {
+                load.open_with_parked = None;
+                self.lines.set_open(subscription, false);
+            }
         } else if load.running == 0 {
+            if load.has_line {
+                self.lines.forget(subscription);
+            }
             self.loads.remove(subscription);
         }
         next
@@ -423,6 +539,57 @@ mod tests {
             delays,
             [200, 250, 300].map(Duration::from_millis),
             "postponed tasks come back as fast as the subscription takes them"
+        );
+    }
+
+    #[test]
+    fn once_fresh_tasks_overflow_the_parking_space_ingest_joins_the_line_until_the_parked_halve() {
+        let (busy, other) = (SubscriptionId::generate(), SubscriptionId::generate());
+        let mut limits = SubscriptionLimits::new(2, 4, usize::MAX);
+        let lines = limits.lines();
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        busy_at_pace(&mut limits, &busy, now, ms(100));
+        for _ in 0..4 {
+            assert!(parked(limits.admit(task(&busy), true, now, LONG_LEASE)));
+        }
+        assert_eq!(
+            lines.join_if_open(&busy, now),
+            None,
+            "while fresh tasks find room, ingest hands them over"
+        );
+
+        // Four parked ahead, a slot every 50 ms: the fifth fresh task's turn is in 250 ms.
+        assert_eq!(
+            postponed_by(limits.admit(task(&busy), true, now, LONG_LEASE)),
+            ms(250)
+        );
+        assert_eq!(
+            [(); 2].map(|()| lines.join_if_open(&busy, now)),
+            [Some(ms(300)), Some(ms(350))],
+            "ingest now queues new webhooks at the end of the line, a slot apart"
+        );
+        assert_eq!(
+            lines.join_if_open(&other, now),
+            None,
+            "other subscriptions are handed over as before"
+        );
+        assert_eq!(
+            postponed_by(limits.admit(task(&busy), true, now, LONG_LEASE)),
+            ms(400),
+            "the dispatcher's own postponements join the same line"
+        );
+
+        assert!(limits.release(&busy, ms(100), now).is_some());
+        assert!(
+            lines.join_if_open(&busy, now).is_some(),
+            "three of four still parked"
+        );
+        assert!(limits.release(&busy, ms(100), now).is_some());
+        assert_eq!(
+            lines.join_if_open(&busy, now),
+            None,
+            "half the parked tasks have started: new ones are handed over again"
         );
     }
 

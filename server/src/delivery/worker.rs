@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::attempt::{self, AttemptContext};
 use super::limits::{
-    Admission, MAX_PARKED_BYTES, PARKED_PER_SLOT, SubscriptionLimits, SubscriptionSlot,
+    Admission, Lines, MAX_PARKED_BYTES, PARKED_PER_SLOT, SubscriptionLimits, SubscriptionSlot,
 };
 use crate::cache::SubscriptionCache;
 use crate::commit::Committer;
@@ -39,6 +39,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct HotQueue {
     sender: mpsc::Sender<ClaimedTask>,
+    lines: Arc<Lines>,
 }
 
 impl HotQueue {
@@ -46,6 +47,13 @@ impl HotQueue {
     /// queues the task unleased and it is claimed from the database instead.
     pub fn try_reserve(&self) -> Option<mpsc::Permit<'_, ClaimedTask>> {
         self.sender.try_reserve().ok()
+    }
+
+    /// When `subscription` is so far behind its in-flight cap that the dispatcher would only
+    /// postpone a task handed to it, the delay to queue a new webhook with instead: the end of its
+    /// line.
+    pub fn line_delay(&self, subscription: &SubscriptionId) -> Option<Duration> {
+        self.lines.join_if_open(subscription, Instant::now())
     }
 }
 
@@ -174,7 +182,8 @@ impl Dispatcher {
                 MAX_PARKED_BYTES,
             ),
         };
-        (dispatcher, HotQueue { sender })
+        let lines = dispatcher.per_subscription.lines();
+        (dispatcher, HotQueue { sender, lines })
     }
 
     /// Runs until `stop` is cancelled, spawning attempts on `attempts`. Attempts still running when

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::domain::{DeliveryId, EventType, SubscriptionId};
 use crate::error::{ErrorCode, ServiceError};
-use crate::store::{ClaimedTask, NewDelivery, duration_millis, now_millis};
+use crate::store::{ClaimedTask, FirstAttempt, NewDelivery, duration_millis, now_millis};
 
 use super::{Service, commit_error, inbound_signature, store_error};
 
@@ -71,15 +71,21 @@ impl Service {
         }
 
         // With room in this node's hand-off, the task is inserted already leased to this node and goes
-        // to a worker straight from memory; otherwise it is queued due-now for any node to claim.
-        let hand_off = self.inner.hot.try_reserve();
-        let lease = hand_off.as_ref().map(|_| self.inner.settings.lease.clone());
+        // to a worker straight from memory; otherwise it is queued due-now for any node to claim. A
+        // subscription far behind its in-flight cap gets it at the end of its line in the database.
+        let hot = &self.inner.hot;
+        let line_delay = hot.line_delay(&subscription_id);
+        let hand_off = line_delay.is_none().then(|| hot.try_reserve()).flatten();
+        let start = match (&hand_off, line_delay) {
+            (Some(_), _) => FirstAttempt::Leased(self.inner.settings.lease.clone()),
+            (None, delay) => FirstAttempt::DueAfter(delay.unwrap_or_default()),
+        };
         let delivery = NewDelivery {
             id: DeliveryId::generate(),
             subscription_id,
             event_type,
             payload: request.body,
-            lease,
+            start,
         };
         let task_parts = hand_off.as_ref().map(|_| {
             (
@@ -107,7 +113,7 @@ impl Service {
                         + duration_millis(self.inner.settings.lease.duration),
                 })
             }
-            _ => self.inner.wakeup.now(),
+            _ => self.inner.wakeup.due_in(line_delay.unwrap_or_default()),
         }
         Ok(IngestReceipt::Queued(queued.delivery_id))
     }

@@ -17,8 +17,8 @@ use sqlx::query_builder::Separated;
 use sqlx::{Postgres, QueryBuilder};
 
 use super::{
-    AttemptRecord, LoggedAttempt, LoggedEvent, Millis, NewDelivery, Postponement, StoreError,
-    WriteBatch, WriteOutcome, duration_millis,
+    AttemptRecord, FirstAttempt, LoggedAttempt, LoggedEvent, Millis, NewDelivery, Postponement,
+    StoreError, WriteBatch, WriteOutcome, duration_millis,
 };
 use crate::domain::{DeliveryStatus, EventKind, EventType};
 
@@ -49,27 +49,28 @@ const LOGGED_RETURNING: &str = " RETURNING kind, cursor, delivery_id, logged_at,
 /// One row of [`LOGGED_RETURNING`].
 type Logged = (i64, i64, String, i64, Option<i64>);
 
-/// Inserts queued webhooks; a leased one is due when its lease expires, an unleased one at once.
+/// Inserts queued webhooks; a leased one is due when its lease expires, an unleased one after its
+/// delay.
 fn push_insert_deliveries(query: &mut QueryBuilder<Postgres>, chunk: &[NewDelivery]) {
     query.push(
         "INSERT INTO deliveries (id, subscription_id, event_type, payload, status, next_attempt_at, \
          lease_owner, lease_token, created_at) ",
     );
     query.push_values(chunk, |mut row, delivery| {
-        let (lease_ms, owner, token) = match &delivery.lease {
-            Some(lease) => (
+        let (offset_ms, owner, token) = match &delivery.start {
+            FirstAttempt::Leased(lease) => (
                 duration_millis(lease.duration),
                 Some(lease.owner.to_string()),
                 1i64,
             ),
-            None => (0, None, 0),
+            FirstAttempt::DueAfter(delay) => (duration_millis(*delay), None, 0),
         };
         row.push_bind(delivery.id.as_str().to_owned())
             .push_bind(delivery.subscription_id.as_str().to_owned())
             .push_bind(event_type_text(delivery.event_type.as_ref()))
             .push_bind(delivery.payload.to_vec())
             .push_bind(DeliveryStatus::Pending.as_i64());
-        push_now_plus(&mut row, Some(lease_ms));
+        push_now_plus(&mut row, Some(offset_ms));
         row.push_bind(owner).push_bind(token);
         push_now_plus(&mut row, Some(0));
     });

@@ -159,9 +159,26 @@ pub struct NewDelivery {
     pub event_type: Option<EventType>,
     /// The body, delivered byte for byte.
     pub payload: Bytes,
-    /// When set, the task is inserted already leased to this node, which attempts it straight from
-    /// memory; otherwise it is due at once for whichever node claims it.
-    pub lease: Option<LeaseRequest>,
+    /// How its first attempt is to be started.
+    pub start: FirstAttempt,
+}
+
+/// How a queued webhook's first attempt is started.
+#[derive(Debug, Clone)]
+pub enum FirstAttempt {
+    /// Inserted already leased to this node, which attempts it straight from memory.
+    Leased(LeaseRequest),
+    /// Inserted unleased, due after this delay for whichever node claims it: at once when this node's
+    /// dispatcher has no room, or at the end of the line of a subscription far behind its in-flight
+    /// cap.
+    DueAfter(Duration),
+}
+
+impl FirstAttempt {
+    /// Unleased and due at once: any node may claim it now.
+    pub fn due_now(&self) -> bool {
+        matches!(self, FirstAttempt::DueAfter(delay) if delay.is_zero())
+    }
 }
 
 /// A task a node holds a lease on and may attempt.

@@ -92,15 +92,16 @@ impl PostgresStore {
         Self::lock_log(&mut tx).await?;
         let outcome = batch::write_postgres(&mut tx, batch, INSERT_CHUNK).await?;
 
-        let queued_unleased = batch
+        // Tasks due later are claimed when due by the node that queued them, whose dispatcher knows.
+        let queued_due_now = batch
             .enqueue
             .iter()
-            .any(|delivery| delivery.lease.is_none());
+            .any(|delivery| delivery.start.due_now());
         let retries = batch
             .attempts
             .iter()
             .any(|attempt| attempt.retry_after.is_some());
-        if queued_unleased || retries {
+        if queued_due_now || retries {
             Self::notify(&mut tx, CHANNEL_DUE, "").await?;
         }
         Self::notify(&mut tx, CHANNEL_LOG, "").await?;

@@ -31,8 +31,8 @@ use sqlx::{Arguments, Either, Encode, Sqlite, Type};
 use crate::domain::{DeliveryStatus, EventKind};
 use crate::store::batch::{attempt_event, first_per_delivery, padded, queued_event};
 use crate::store::{
-    AttemptRecord, LoggedEvent, Millis, NewDelivery, Postponement, StoreError, WriteBatch,
-    WriteOutcome, duration_millis,
+    AttemptRecord, FirstAttempt, LoggedEvent, Millis, NewDelivery, Postponement, StoreError,
+    WriteBatch, WriteOutcome, duration_millis,
 };
 
 /// Rows per multi-row statement (a power of two): the widest row binds 13 values, well under SQLite's
@@ -309,8 +309,9 @@ fn push_postpone(
     Ok(())
 }
 
-/// Inserts a chunk of queued webhooks; a leased one is due when its lease expires, an unleased one at
-/// once. Row values: id, subscription, event type, lease duration (NULL: unleased), owner.
+/// Inserts a chunk of queued webhooks; a leased one is due when its lease expires, an unleased one
+/// after its delay. Row values: id, subscription, event type, lease duration or delay (ms), owner
+/// (NULL: unleased).
 fn push_insert_deliveries(
     combined: &mut Combined,
     chunk: &[NewDelivery],
@@ -323,18 +324,24 @@ fn push_insert_deliveries(
          lease_owner, lease_token, created_at) SELECT column1, column2, column3, {pending}, "
     );
     combined.bind(now)?;
-    combined
-        .push(" + coalesce(column4, 0), column5, CASE WHEN column4 IS NULL THEN 0 ELSE 1 END, ");
+    combined.push(" + column4, column5, CASE WHEN column5 IS NULL THEN 0 ELSE 1 END, ");
     combined.bind(now)?;
     combined.push(" FROM (VALUES ");
     for (index, delivery) in padded(chunk).enumerate() {
-        let lease = delivery.and_then(|delivery| delivery.lease.as_ref());
+        let (offset, owner) = match delivery.map(|delivery| &delivery.start) {
+            Some(FirstAttempt::Leased(lease)) => (
+                Some(duration_millis(lease.duration)),
+                Some(Arc::clone(&lease.owner)),
+            ),
+            Some(FirstAttempt::DueAfter(delay)) => (Some(duration_millis(*delay)), None),
+            None => (None, None),
+        };
         combined.values_row(index, |row| {
             row.bind(delivery.map(|delivery| delivery.id.shared()))?
                 .bind(delivery.map(|delivery| delivery.subscription_id.shared()))?
                 .bind(event_type(delivery))?
-                .bind(lease.map(|lease| duration_millis(lease.duration)))?
-                .bind(lease.map(|lease| Arc::clone(&lease.owner)))?;
+                .bind(offset)?
+                .bind(owner)?;
             Ok(())
         })?;
     }
@@ -559,6 +566,50 @@ mod tests {
             log.len(),
             600 + 300 + 90,
             "one entry per webhook and per recorded result"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_webhook_queued_unleased_is_due_after_its_delay() {
+        let (_dir, store) = temporary_store().await;
+        let subscription_id = SubscriptionId::generate();
+        let unleased = |delay| NewDelivery {
+            start: FirstAttempt::DueAfter(delay),
+            ..leased_webhook(&subscription_id)
+        };
+        let (now, later) = (
+            unleased(std::time::Duration::ZERO),
+            unleased(std::time::Duration::from_secs(3600)),
+        );
+        let before = crate::store::now_millis();
+        queue(&store, vec![now.clone(), later.clone()]).await;
+
+        let lease = crate::store::LeaseRequest {
+            owner: Arc::from("node-b"),
+            duration: std::time::Duration::from_secs(60),
+        };
+        let claimed = store.claim_due(&lease, 10).await.unwrap();
+        let claimed_ids: Vec<_> = claimed.iter().map(|task| &task.delivery_id).collect();
+        assert_eq!(
+            claimed_ids,
+            [&now.id],
+            "only the one due at once is claimed"
+        );
+        assert_eq!(
+            claimed[0].lease_token, 1,
+            "an unleased webhook's first claim is its first lease"
+        );
+        let later_due = store
+            .get_delivery(&later.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at
+            .expect("a pending delivery has a due time");
+        assert!(
+            (before + 3_600_000..before + 3_660_000).contains(&later_due),
+            "due an hour after the commit: {later_due} vs {before}"
         );
         store.close().await;
     }

@@ -477,7 +477,9 @@ pub(crate) mod fixtures {
 
     use super::SqliteStore;
     use crate::domain::{AttemptOutcome, DeliveryId, SubscriptionId};
-    use crate::store::{AttemptRecord, LeaseRequest, LoggedEvent, NewDelivery, Store, WriteBatch};
+    use crate::store::{
+        AttemptRecord, FirstAttempt, LeaseRequest, LoggedEvent, NewDelivery, Store, WriteBatch,
+    };
 
     /// A webhook queued already leased to `node-a`.
     pub(crate) fn leased_webhook(subscription_id: &SubscriptionId) -> NewDelivery {
@@ -486,7 +488,7 @@ pub(crate) mod fixtures {
             subscription_id: subscription_id.clone(),
             event_type: None,
             payload: Bytes::from_static(br#"{"n":1}"#),
-            lease: Some(LeaseRequest {
+            start: FirstAttempt::Leased(LeaseRequest {
                 owner: Arc::from("node-a"),
                 duration: Duration::from_secs(60),
             }),
@@ -631,15 +633,15 @@ mod tests {
     async fn retention_keeps_the_queued_entry_of_a_pending_delivery_and_purges_the_rest() {
         let (_dir, store) = temporary_store().await;
         let subscription_id = SubscriptionId::generate();
-        let webhook = |lease: Option<LeaseRequest>| crate::store::NewDelivery {
+        let webhook = || crate::store::NewDelivery {
             id: DeliveryId::generate(),
             subscription_id: subscription_id.clone(),
             event_type: None,
             payload: bytes::Bytes::from_static(br#"{"kept":true}"#),
-            lease,
+            start: crate::store::FirstAttempt::DueAfter(Duration::ZERO),
         };
         // Many old pending deliveries ahead of a finished one: the purge must get past them.
-        let pending: Vec<_> = (0..5).map(|_| webhook(None)).collect();
+        let pending: Vec<_> = (0..5).map(|_| webhook()).collect();
         store
             .commit(&WriteBatch {
                 enqueue: pending.clone(),
@@ -647,7 +649,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let finished = webhook(None);
+        let finished = webhook();
         store
             .commit(&WriteBatch {
                 enqueue: vec![finished.clone()],
