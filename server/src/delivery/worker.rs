@@ -3,8 +3,9 @@
 //! Tasks come from two places:
 //! - the in-memory hand-off, fed by ingest right after a commit, for tasks inserted already leased to
 //!   this node: the first attempt needs no database read;
-//! - claims of due tasks (retries, recovery of expired leases, overflow of the hand-off), made when a
-//!   retry is known to come due, when woken, or on the fallback poll tick.
+//! - claims of due tasks (retries, recovery of expired leases, overflow of the hand-off, postponed
+//!   tasks, and webhooks that ingest queued at the end of a busy subscription's line), made when
+//!   such a task is known to come due, when woken, or on the fallback poll tick.
 //!
 //! A task is only started while its lease still covers a whole attempt plus a margin; one that waited
 //! too long is handed back to the database, due at once, and claimed again with a fresh lease, so an
