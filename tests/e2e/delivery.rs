@@ -362,7 +362,9 @@ async fn a_hanging_target_gets_no_more_than_its_in_flight_cap_and_others_keep_th
 async fn tasks_beyond_a_busy_subscriptions_parking_space_are_delivered_without_waiting_for_their_leases()
  {
     // One slot per subscription, and room to park 128 rounds of it: a third of a burst of 200
-    // cannot wait in memory. Their leases last five minutes, far beyond the deadline.
+    // cannot wait in memory. The first of those is postponed, which opens the subscription's line to
+    // ingest, and ingest queues the next ones at its end, unleased. Leases last five minutes, far
+    // beyond the deadline, so none is delivered by a lease running out.
     let server = TestServer::start_with(&[
         "--max-in-flight",
         "64",
