@@ -129,3 +129,45 @@ async fn bench_with_a_backlog_a_rate_and_two_ingest_urls_delivers_every_measured
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bench_that_starts_its_own_server_delivers_every_webhook_and_reports_that_servers_resources()
+ {
+    use clap::Parser;
+    let cli = whctl::Cli::try_parse_from([
+        "whctl",
+        "bench",
+        "--whd",
+        env!("CARGO_BIN_EXE_whd-test-server"),
+        "--no-ceiling",
+        "-n",
+        "300",
+        "-c",
+        "8",
+        "--subscriptions",
+        "2",
+        "-o",
+        "json",
+    ])
+    .expect("the command line parses");
+    let mut out = Vec::new();
+    let result = whctl::run_with_output(cli, &mut out)
+        .await
+        .map_err(|error| whctl::error_message(&error));
+
+    result.expect("the benchmark completes");
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("the report is JSON");
+    assert_eq!(report["accepted"], 300, "{report}");
+    assert_eq!(report["delivered"], 300, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(
+        report["server_peak_rss_mib"]
+            .as_f64()
+            .is_some_and(|mib| mib > 0.0),
+        "the started server's memory is read from /proc: {report}"
+    );
+    assert!(
+        report["server_cpu_us_per_webhook"].is_number(),
+        "and so is its CPU time: {report}"
+    );
+}
