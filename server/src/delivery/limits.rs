@@ -88,7 +88,8 @@ struct Load {
     release_gap: Option<Duration>,
     /// When a slot last freed with tasks waiting for it.
     saturated_release: Option<Instant>,
-    /// Whether it has a line in [`Lines`].
+    /// Whether it has a line in [`Lines`], kept here so that an idle subscription is dropped without
+    /// taking their lock.
     has_line: bool,
     /// While its line is open to ingest, how many tasks were parked when it opened.
     open_with_parked: Option<usize>,
@@ -154,9 +155,24 @@ struct Line {
     open: bool,
 }
 
+impl Line {
+    /// A task joins at `now`: due at its `turn` and a slot after the task that joined before it, at
+    /// most [`MAX_POSTPONEMENT`] ahead; returns the delay until then.
+    fn append(&mut self, now: Instant, turn: Instant) -> Duration {
+        let due = if self.ends > now {
+            turn.max(self.ends + self.interval)
+        } else {
+            turn
+        }
+        .min(now + MAX_POSTPONEMENT);
+        self.ends = due;
+        due - now
+    }
+}
+
 impl Lines {
-    /// A task of `subscription` joins its line at `now`: due at its `turn` and a slot after the task
-    /// that joined before it, at most [`MAX_POSTPONEMENT`] ahead; returns the delay until then.
+    /// A task of `subscription`, whose slots free every `interval`, joins its line at `now`
+    /// ([`Line::append`]).
     fn join(
         &self,
         subscription: &SubscriptionId,
@@ -170,15 +186,8 @@ impl Lines {
             interval,
             open: false,
         });
-        let due = if line.ends > now {
-            turn.max(line.ends + interval)
-        } else {
-            turn
-        }
-        .min(now + MAX_POSTPONEMENT);
-        line.ends = due;
         line.interval = interval;
-        due - now
+        line.append(now, turn)
     }
 
     /// For ingest: if `subscription`'s line is open and not yet over at `now`, a new webhook joins its
@@ -197,9 +206,7 @@ impl Lines {
             // Everything in line has come due; the dispatcher decides afresh.
             return None;
         }
-        let due = (line.ends + line.interval).min(now + MAX_POSTPONEMENT);
-        line.ends = due;
-        Some(due - now)
+        Some(line.append(now, now))
     }
 
     fn set_open(&self, subscription: &SubscriptionId, open: bool) {

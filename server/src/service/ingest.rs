@@ -76,9 +76,10 @@ impl Service {
         let hot = &self.inner.hot;
         let line_delay = hot.line_delay(&subscription_id);
         let hand_off = line_delay.is_none().then(|| hot.try_reserve()).flatten();
-        let start = match (&hand_off, line_delay) {
-            (Some(_), _) => FirstAttempt::Leased(self.inner.settings.lease.clone()),
-            (None, delay) => FirstAttempt::DueAfter(delay.unwrap_or_default()),
+        let start = if hand_off.is_some() {
+            FirstAttempt::Leased(self.inner.settings.lease.clone())
+        } else {
+            FirstAttempt::DueAfter(line_delay.unwrap_or_default())
         };
         let delivery = NewDelivery {
             id: DeliveryId::generate(),

@@ -570,6 +570,30 @@ mod tests {
         store.close().await;
     }
 
+    /// Claims whatever is due for a node other than the one the fixtures lease to.
+    async fn claim_as_another_node(store: &SqliteStore) -> Vec<crate::store::ClaimedTask> {
+        let lease = crate::store::LeaseRequest {
+            owner: Arc::from("node-b"),
+            duration: std::time::Duration::from_secs(60),
+        };
+        store.claim_due(&lease, 10).await.unwrap()
+    }
+
+    /// Asserts that `webhook` is pending and due an hour after `before`, give or take a minute.
+    async fn assert_due_an_hour_after(store: &SqliteStore, webhook: &NewDelivery, before: Millis) {
+        let due = store
+            .get_delivery(&webhook.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_attempt_at
+            .expect("a pending delivery has a due time");
+        assert!(
+            (before + 3_600_000..before + 3_660_000).contains(&due),
+            "due an hour after the commit: {due} vs {before}"
+        );
+    }
+
     #[tokio::test]
     async fn a_webhook_queued_unleased_is_due_after_its_delay() {
         let (_dir, store) = temporary_store().await;
@@ -585,11 +609,7 @@ mod tests {
         let before = crate::store::now_millis();
         queue(&store, vec![now.clone(), later.clone()]).await;
 
-        let lease = crate::store::LeaseRequest {
-            owner: Arc::from("node-b"),
-            duration: std::time::Duration::from_secs(60),
-        };
-        let claimed = store.claim_due(&lease, 10).await.unwrap();
+        let claimed = claim_as_another_node(&store).await;
         let claimed_ids: Vec<_> = claimed.iter().map(|task| &task.delivery_id).collect();
         assert_eq!(
             claimed_ids,
@@ -600,17 +620,7 @@ mod tests {
             claimed[0].lease_token, 1,
             "an unleased webhook's first claim is its first lease"
         );
-        let later_due = store
-            .get_delivery(&later.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .next_attempt_at
-            .expect("a pending delivery has a due time");
-        assert!(
-            (before + 3_600_000..before + 3_660_000).contains(&later_due),
-            "due an hour after the commit: {later_due} vs {before}"
-        );
+        assert_due_an_hour_after(&store, &later, before).await;
         store.close().await;
     }
 
@@ -643,11 +653,7 @@ mod tests {
             .await
             .expect("the batch commits");
 
-        let lease = crate::store::LeaseRequest {
-            owner: Arc::from("node-b"),
-            duration: std::time::Duration::from_secs(60),
-        };
-        let claimed = store.claim_due(&lease, 10).await.unwrap();
+        let claimed = claim_as_another_node(&store).await;
         let claimed_ids: Vec<_> = claimed.iter().map(|task| &task.delivery_id).collect();
         assert_eq!(
             claimed_ids,
@@ -655,17 +661,7 @@ mod tests {
             "only the task postponed by nothing is due; the stale one is still leased"
         );
         assert_eq!(claimed[0].attempts_made, 0, "postponing is not an attempt");
-        let later_due = store
-            .get_delivery(&later.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .next_attempt_at
-            .expect("a pending delivery has a due time");
-        assert!(
-            (before + 3_600_000..before + 3_660_000).contains(&later_due),
-            "due an hour after the commit: {later_due} vs {before}"
-        );
+        assert_due_an_hour_after(&store, &later, before).await;
         store.close().await;
     }
 
