@@ -116,6 +116,12 @@ impl PostgresStore {
                 ("statement_timeout", STATEMENT_TIMEOUT),
                 // A node frozen mid-transaction (holding the log lock) must not stall the others.
                 ("idle_in_transaction_session_timeout", STATEMENT_TIMEOUT),
+                // A group commit's statements run again and again with other rows (see
+                // `store::batch`). After five runs PostgreSQL may switch a prepared statement to one
+                // generic plan, which for rows joined to `deliveries` was at times several times
+                // slower (mean statement time twice the median); a plan made for each run's own values
+                // costs less than that. Parsing is still saved.
+                ("plan_cache_mode", "force_custom_plan"),
             ])
             .application_name("whd");
         let pool = PgPoolOptions::new()
