@@ -127,9 +127,10 @@ fn push_attempt_values(query: &mut QueryBuilder<Postgres>, chunk: &[&AttemptReco
             .push_bind(attempt.map(|attempt| attempt.target_url.clone()))
             .push_bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))
             .push_bind(attempt.and_then(|attempt| attempt.error.clone()))
-            .push_bind(attempt.map(|attempt| {
-                i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)
-            }))
+            .push_bind(
+                attempt
+                    .map(|attempt| i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)),
+            )
             .push_bind(attempt.map(|attempt| attempt.node_id.to_string()))
             .push_bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))
             .push_bind(attempt.map(|attempt| attempt.lease_token));
