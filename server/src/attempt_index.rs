@@ -22,7 +22,13 @@ pub async fn run(store: Arc<dyn Store>, stop: CancellationToken) {
             () = tokio::time::sleep(INTERVAL) => {}
         }
         while !stop.is_cancelled() {
-            match store.index_attempts().await {
+            let started = std::time::Instant::now();
+            let more = store.index_attempts().await;
+            tracing::trace!(
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "attempts index step"
+            );
+            match more {
                 // Let the group commits that waited for the writer go first.
                 Ok(true) => tokio::task::yield_now().await,
                 Ok(false) => break,
