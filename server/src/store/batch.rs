@@ -23,7 +23,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::{
     AttemptRecord, FirstAttempt, LoggedAttempt, LoggedEvent, Millis, NewDelivery, Postponement,
-    StoreError, WriteBatch, WriteOutcome, duration_millis,
+    StoreError, WriteBatch, WriteOutcome, duration_micros, duration_millis,
 };
 use crate::domain::{DeliveryStatus, EventKind, EventType};
 
@@ -127,10 +127,7 @@ fn push_attempt_values(query: &mut QueryBuilder<Postgres>, chunk: &[&AttemptReco
             .push_bind(attempt.map(|attempt| attempt.target_url.clone()))
             .push_bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))
             .push_bind(attempt.and_then(|attempt| attempt.error.clone()))
-            .push_bind(
-                attempt
-                    .map(|attempt| i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)),
-            )
+            .push_bind(attempt.map(|attempt| duration_micros(attempt.duration)))
             .push_bind(attempt.map(|attempt| attempt.node_id.to_string()))
             .push_bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))
             .push_bind(attempt.map(|attempt| attempt.lease_token));
@@ -220,7 +217,7 @@ pub(crate) fn attempt_event(
             target_url: attempt.target_url.clone(),
             http_status: attempt.http_status,
             error: attempt.error.clone(),
-            duration_us: i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX),
+            duration_us: duration_micros(attempt.duration),
             node_id: Some(attempt.node_id.to_string()),
         }),
         next_attempt_at,

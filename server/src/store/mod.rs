@@ -531,6 +531,11 @@ pub fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Microseconds in a duration, saturating: how attempt durations are stored.
+pub fn duration_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// Event types as stored: a JSON array.
 pub(crate) fn encode_event_types(event_types: &[EventType]) -> String {
     let names: Vec<&str> = event_types.iter().map(EventType::as_str).collect();

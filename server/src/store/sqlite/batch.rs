@@ -32,7 +32,7 @@ use crate::domain::{DeliveryStatus, EventKind};
 use crate::store::batch::{attempt_event, first_per_delivery, padded, queued_event};
 use crate::store::{
     AttemptRecord, FirstAttempt, LoggedEvent, Millis, NewDelivery, Postponement, StoreError,
-    WriteBatch, WriteOutcome, duration_millis,
+    WriteBatch, WriteOutcome, duration_micros, duration_millis,
 };
 
 /// Rows per multi-row statement (a power of two): the widest row binds 13 values, well under SQLite's
@@ -422,9 +422,7 @@ fn push_insert_attempt_events(
                 .bind(attempt.map(|attempt| attempt.target_url.clone()))?
                 .bind(attempt.and_then(|attempt| attempt.http_status.map(i64::from)))?
                 .bind(attempt.and_then(|attempt| attempt.error.clone()))?
-                .bind(attempt.map(|attempt| {
-                    i64::try_from(attempt.duration.as_micros()).unwrap_or(i64::MAX)
-                }))?
+                .bind(attempt.map(|attempt| duration_micros(attempt.duration)))?
                 .bind(attempt.map(|attempt| Arc::clone(&attempt.node_id)))?
                 .bind(attempt.map(|attempt| attempt.lease_token))?
                 .bind(attempt.and_then(|attempt| attempt.retry_after.map(duration_millis)))?;
