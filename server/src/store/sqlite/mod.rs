@@ -327,8 +327,8 @@ impl Store for SqliteStore {
             "WITH progress AS (SELECT indexed_through FROM subscription_attempts_progress), \
              tail AS (SELECT cursor FROM delivery_log WHERE cursor > (SELECT indexed_through FROM progress) \
                AND cursor < ?2 AND kind = 2 AND subscription_id = ?1 ORDER BY cursor DESC LIMIT ?3), \
-             indexed AS (SELECT cursor FROM subscription_attempts WHERE subscription_id = ?1 \
-               AND cursor <= (SELECT indexed_through FROM progress) AND cursor < ?2 \
+             indexed AS (SELECT cursor FROM subscription_attempts WHERE subscription_key = \
+               (SELECT key FROM subscription_keys WHERE subscription_id = ?1) AND cursor <= (SELECT indexed_through FROM progress) AND cursor < ?2 \
                ORDER BY cursor DESC LIMIT ?3) \
              SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor IN \
                (SELECT cursor FROM tail UNION ALL SELECT cursor FROM indexed) \
@@ -356,12 +356,25 @@ impl Store for SqliteStore {
         if through <= indexed_through {
             return Ok(false);
         }
+        // Subscriptions seen for the first time get their key here, so that creating one costs
+        // nothing extra. OR IGNORE: a subscription keeps the key it has.
+        sqlx::query(
+            "INSERT OR IGNORE INTO subscription_keys (subscription_id) \
+             SELECT DISTINCT subscription_id FROM delivery_log \
+             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2",
+        )
+        .bind(indexed_through)
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
         // Sorted by key, so each page of the index is visited once per step, however many of the
         // step's attempts land on it. OR IGNORE: a step repeated after a crash finds its rows there.
+        // CROSS JOIN keeps the log's cursor range as the outer loop: the other way round, SQLite
+        // would scan that range once per subscription.
         sqlx::query(
-            "INSERT OR IGNORE INTO subscription_attempts (subscription_id, cursor) \
-             SELECT subscription_id, cursor FROM delivery_log \
-             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2 ORDER BY subscription_id, cursor",
+            "INSERT OR IGNORE INTO subscription_attempts (subscription_key, cursor) \
+             SELECT key, cursor FROM delivery_log CROSS JOIN subscription_keys USING (subscription_id) \
+             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2 ORDER BY key, cursor",
         )
         .bind(indexed_through)
         .bind(through)
@@ -400,8 +413,9 @@ impl Store for SqliteStore {
              (SELECT cursor FROM delivery_log AS l WHERE {PURGEABLE_LOG_ENTRY} ORDER BY cursor LIMIT ?2)"
         );
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM subscription_attempts WHERE (subscription_id, cursor) IN \
-             (SELECT subscription_id, cursor FROM delivery_log WHERE kind = 2 AND {purged})"
+            "DELETE FROM subscription_attempts WHERE (subscription_key, cursor) IN \
+             (SELECT key, cursor FROM delivery_log CROSS JOIN subscription_keys USING (subscription_id) \
+              WHERE kind = 2 AND {purged})"
         )))
         .bind(before)
         .bind(i64::from(limit))
@@ -616,15 +630,79 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(finished.status, DeliveryStatus::Delivered);
-        let indexed: Vec<(String, i64)> =
-            sqlx::query_as("SELECT subscription_id, cursor FROM subscription_attempts")
-                .fetch_all(&store.reader)
-                .await
-                .unwrap();
+        let indexed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subscription_id, cursor FROM subscription_attempts \
+             JOIN subscription_keys ON key = subscription_key",
+        )
+        .fetch_all(&store.reader)
+        .await
+        .unwrap();
         assert_eq!(
             indexed,
             [("sub_a".to_owned(), 3)],
             "the attempt was indexed"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn keying_the_attempts_index_by_number_keeps_each_subscriptions_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whd.db");
+        let path = path.to_str().unwrap();
+        let (first, second) = (SubscriptionId::generate(), SubscriptionId::generate());
+        // A database of the third schema, its attempts indexed by subscription id: the first
+        // subscription has attempts at cursors 1 and 3, the second at 2.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate!("src/store/sqlite/migrations")
+            .run_to(3, &pool)
+            .await
+            .unwrap();
+        for subscription in [&first, &second, &first] {
+            sqlx::query(
+                "INSERT INTO delivery_log (kind, delivery_id, subscription_id, status, logged_at) \
+                 VALUES (2, ?, ?, 2, 1000)",
+            )
+            .bind(DeliveryId::generate().as_str())
+            .bind(subscription.as_str())
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO subscription_attempts (subscription_id, cursor) \
+             SELECT subscription_id, cursor FROM delivery_log;
+             UPDATE subscription_attempts_progress SET indexed_through = 3;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(path, &OpenOptions::default())
+            .await
+            .unwrap();
+        let cursors = |events: Vec<LoggedEvent>| -> Vec<i64> {
+            events.iter().map(|event| event.cursor).collect()
+        };
+        let listed = store.subscription_attempts(&first, None, 10).await.unwrap();
+        assert_eq!(cursors(listed), [3, 1], "the first subscription's attempts");
+        let listed = store
+            .subscription_attempts(&second, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(cursors(listed), [2], "the second subscription's attempt");
+        assert!(
+            !store.index_attempts().await.unwrap(),
+            "the migrated index is caught up"
         );
         store.close().await;
     }
