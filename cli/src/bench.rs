@@ -119,6 +119,9 @@ pub struct BenchReport {
     pub ingest_ratio: Option<f64>,
     /// 202 latency in milliseconds.
     pub ingest_latency_ms: Percentiles,
+    /// The 202 latency of the requests due in each 100 ms of the run, in order: shows a slow start or
+    /// a stall that the percentiles of the whole run fold together.
+    pub ingest_timeline: Vec<TimelineWindow>,
     /// Webhooks delivered per second, from the first ingest to the last first delivery.
     pub delivery_rps: f64,
     /// `delivery_rps / ceiling_rps`.
@@ -148,6 +151,59 @@ pub struct BenchReport {
     /// Seconds of CPU the hypervisor gave to others meanwhile (steal, all CPUs); much more than a few
     /// tenths of a second makes the rates of this run a poor comparison.
     pub cpu_steal_s: Option<f64>,
+}
+
+/// Ingest requests due within one window of the run.
+#[derive(Debug, Serialize)]
+pub struct TimelineWindow {
+    /// Seconds from the start of ingest to the start of this window.
+    pub start_s: f64,
+    /// Requests answered 202.
+    pub requests: u64,
+    /// Their 202 latency in milliseconds.
+    pub latency_ms: Percentiles,
+}
+
+/// The length of a window of the ingest timeline.
+const TIMELINE_WINDOW: Duration = Duration::from_millis(100);
+
+/// A latency histogram per [`TIMELINE_WINDOW`], by when each request was due.
+#[derive(Default)]
+struct Timeline(Vec<Histogram<u64>>);
+
+impl Timeline {
+    fn record(&mut self, since_start: Duration, micros: u64) {
+        let window = (since_start.as_micros() / TIMELINE_WINDOW.as_micros()) as usize;
+        if self.0.len() <= window {
+            self.0.resize_with(window + 1, latency_histogram);
+        }
+        let _ = self.0[window].record(micros);
+    }
+
+    fn add(&mut self, other: &Timeline) {
+        if self.0.len() < other.0.len() {
+            self.0.resize_with(other.0.len(), latency_histogram);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            let _ = mine.add(theirs);
+        }
+    }
+
+    fn windows(&self) -> Vec<TimelineWindow> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(index, histogram)| TimelineWindow {
+                start_s: (TIMELINE_WINDOW * index as u32).as_secs_f64(),
+                requests: histogram.len(),
+                latency_ms: Percentiles::of(histogram),
+            })
+            .collect()
+    }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("3 significant digits is a valid precision")
 }
 
 /// Latency percentiles.
@@ -314,6 +370,7 @@ pub(crate) async fn run(
         ingest_rps,
         ingest_ratio: ceiling_rps.map(|ceiling| ingest_rps / ceiling),
         ingest_latency_ms: Percentiles::of(&ingest.latency),
+        ingest_timeline: ingest.timeline.windows(),
         delivery_rps,
         delivery_ratio: ceiling_rps.map(|ceiling| delivery_rps / ceiling),
         end_to_end_latency_ms: Percentiles::of(&end_to_end),
@@ -340,6 +397,19 @@ pub(crate) async fn run(
         )));
     }
     Ok(())
+}
+
+/// The window of the ingest timeline with the highest p99, for the table.
+fn slowest_window(timeline: &[TimelineWindow]) -> String {
+    timeline
+        .iter()
+        .max_by(|a, b| a.latency_ms.p99.total_cmp(&b.latency_ms.p99))
+        .map_or("-".to_owned(), |window| {
+            format!(
+                "from {:.1} s: {} requests, p99 {:.2} ms, max {:.2} ms",
+                window.start_s, window.requests, window.latency_ms.p99, window.latency_ms.max
+            )
+        })
 }
 
 /// Microseconds of `time` per webhook.
@@ -508,6 +578,7 @@ struct IngestOutcome {
     /// Of those, webhooks sent to the hanging target.
     hanging: u64,
     latency: Histogram<u64>,
+    timeline: Timeline,
     errors: HashMap<String, u64>,
     /// When each accepted delivery's ingest request started (the hanging target's excluded).
     sent_at: HashMap<String, Instant>,
@@ -560,8 +631,8 @@ async fn ingest_all(
         let turns = pacer.as_ref().map(Pacer::turns);
         let pacer_rate = args.rate;
         tasks.spawn(async move {
-            let mut latency =
-                Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+            let mut latency = latency_histogram();
+            let mut timeline = Timeline::default();
             let mut errors: HashMap<String, u64> = HashMap::new();
             let mut sent_at = HashMap::new();
             loop {
@@ -591,7 +662,9 @@ async fn ingest_all(
                 };
                 match post(&client, url, &body).await {
                     Ok((StatusCode::ACCEPTED, answer)) => {
-                        let _ = latency.record(sent.elapsed().as_micros() as u64);
+                        let micros = sent.elapsed().as_micros() as u64;
+                        let _ = latency.record(micros);
+                        timeline.record(sent.saturating_duration_since(started), micros);
                         if hangs {
                             hanging.fetch_add(1, Ordering::Relaxed);
                         } else if let Some(id) = delivery_id(&answer) {
@@ -607,15 +680,17 @@ async fn ingest_all(
                 }
                 progress.inc(1);
             }
-            (latency, errors, sent_at)
+            (latency, timeline, errors, sent_at)
         });
     }
-    let mut latency = Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+    let mut latency = latency_histogram();
+    let mut timeline = Timeline::default();
     let mut errors = HashMap::new();
     let mut sent_at = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
-        if let Ok((task_latency, task_errors, task_sent)) = joined {
+        if let Ok((task_latency, task_timeline, task_errors, task_sent)) = joined {
             let _ = latency.add(&task_latency);
+            timeline.add(&task_timeline);
             for (kind, count) in task_errors {
                 *errors.entry(kind).or_default() += count;
             }
@@ -633,6 +708,7 @@ async fn ingest_all(
         accepted: sent_at.len() as u64 + hanging.load(Ordering::Relaxed),
         hanging: hanging.load(Ordering::Relaxed),
         latency,
+        timeline,
         errors,
         sent_at,
     }
@@ -876,8 +952,7 @@ impl Receiver {
     }
 
     fn end_to_end_histogram(&self, sent_at: &HashMap<String, Instant>) -> Histogram<u64> {
-        let mut histogram =
-            Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+        let mut histogram = latency_histogram();
         let first_seen = self.first_seen.lock().expect("never poisoned");
         for (id, sent) in sent_at {
             if let Some(arrived) = first_seen.get(id) {
@@ -1078,6 +1153,7 @@ fn print_report(
             ),
         ),
         ("ingest latency", ms(&report.ingest_latency_ms)),
+        ("slowest 100 ms", slowest_window(&report.ingest_timeline)),
         (
             "delivery",
             format!(

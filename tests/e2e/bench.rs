@@ -127,6 +127,14 @@ async fn bench_with_a_backlog_a_rate_and_two_ingest_urls_delivers_every_measured
         report["receiver_requests"], 100,
         "the backlog's failing target is not counted as a delivery: {report}"
     );
+    // Paced, webhook n is due at n / 200 s, so each 100 ms window of the timeline holds 20.
+    let per_window: Vec<u64> = report["ingest_timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .map(|window| window["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_window, [20; 5], "{report}");
     server.stop().await;
 }
 
