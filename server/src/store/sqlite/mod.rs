@@ -6,6 +6,7 @@
 //! one `whd` process, so this node's clock is the database's clock.
 
 mod batch;
+mod wal;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -130,6 +131,7 @@ impl SqliteStore {
         sqlx::migrate!("src/store/sqlite/migrations")
             .run(&mut writer)
             .await?;
+        wal::preallocate(&mut writer, base.get_filename()).await?;
         let writer = Writer::new(writer);
         // The readers live in this process and cannot go stale: checking one before each use would cost
         // a call into its worker thread every time.
