@@ -125,14 +125,18 @@ fn is_json_media_type(content_type: Option<&str>) -> bool {
     let Some(content_type) = content_type else {
         return false;
     };
+    // Compared in place, case-insensitively: this runs on every ingest request.
     let essence = content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .as_bytes();
+    let (prefix, suffix): (&[u8], &[u8]) = (b"application/", b"+json");
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() >= prefix.len() + suffix.len()
+            && essence[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
 }
 
 /// Deepest nesting of arrays and objects accepted in a webhook body.
@@ -199,7 +203,11 @@ mod tests {
         assert!(is_json_media_type(Some("application/json")));
         assert!(is_json_media_type(Some("Application/JSON; charset=utf-8")));
         assert!(is_json_media_type(Some("application/cloudevents+json")));
+        assert!(is_json_media_type(Some(" APPLICATION/Problem+JSON ")));
         assert!(!is_json_media_type(Some("text/plain")));
+        assert!(!is_json_media_type(Some("text/+json")));
+        assert!(!is_json_media_type(Some("application/json5")));
+        assert!(!is_json_media_type(Some("application/jsön")));
         assert!(!is_json_media_type(Some(
             "application/x-www-form-urlencoded"
         )));
