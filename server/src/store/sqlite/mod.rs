@@ -558,8 +558,8 @@ mod tests {
 
     use super::*;
 
-    /// A database written by the first schema: payloads in `deliveries`.
-    async fn database_of_the_first_schema(path: &str) {
+    /// A new database at `path`, migrated up to schema `version` only.
+    async fn database_at_schema(path: &str, version: i64) -> SqlitePool {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(
@@ -570,9 +570,15 @@ mod tests {
             .await
             .unwrap();
         sqlx::migrate!("src/store/sqlite/migrations")
-            .run_to(1, &pool)
+            .run_to(version, &pool)
             .await
             .unwrap();
+        pool
+    }
+
+    /// A database written by the first schema: payloads in `deliveries`.
+    async fn database_of_the_first_schema(path: &str) {
+        let pool = database_at_schema(path, 1).await;
         sqlx::raw_sql(
             "INSERT INTO deliveries (id, subscription_id, payload, status, attempt_count, next_attempt_at, created_at, finished_at) VALUES
                ('msg_00000000000000000000000000000001', 'sub_a', CAST('{\"n\":1}' AS BLOB), 1, 1, 0, 1000, NULL),
@@ -655,19 +661,7 @@ mod tests {
         let (first, second) = (SubscriptionId::generate(), SubscriptionId::generate());
         // A database of the third schema, its attempts indexed by subscription id: the first
         // subscription has attempts at cursors 1 and 3, the second at 2.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(
-                SqliteConnectOptions::new()
-                    .filename(path)
-                    .create_if_missing(true),
-            )
-            .await
-            .unwrap();
-        sqlx::migrate!("src/store/sqlite/migrations")
-            .run_to(3, &pool)
-            .await
-            .unwrap();
+        let pool = database_at_schema(path, 3).await;
         for subscription in [&first, &second, &first] {
             sqlx::query(
                 "INSERT INTO delivery_log (kind, delivery_id, subscription_id, status, logged_at) \
