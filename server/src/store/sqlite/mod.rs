@@ -330,7 +330,8 @@ impl Store for SqliteStore {
              tail AS (SELECT cursor FROM delivery_log WHERE cursor > (SELECT indexed_through FROM progress) \
                AND cursor < ?2 AND kind = 2 AND subscription_id = ?1 ORDER BY cursor DESC LIMIT ?3), \
              indexed AS (SELECT cursor FROM subscription_attempts WHERE subscription_key = \
-               (SELECT key FROM subscription_keys WHERE subscription_id = ?1) AND cursor <= (SELECT indexed_through FROM progress) AND cursor < ?2 \
+               (SELECT key FROM subscription_keys WHERE subscription_id = ?1) \
+               AND cursor <= (SELECT indexed_through FROM progress) AND cursor < ?2 \
                ORDER BY cursor DESC LIMIT ?3) \
              SELECT {EVENT_COLUMNS} FROM delivery_log WHERE cursor IN \
                (SELECT cursor FROM tail UNION ALL SELECT cursor FROM indexed) \
