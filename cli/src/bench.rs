@@ -119,8 +119,10 @@ pub struct BenchReport {
     pub ingest_ratio: Option<f64>,
     /// 202 latency in milliseconds.
     pub ingest_latency_ms: Percentiles,
-    /// The 202 latency of the requests due in each 100 ms of the run, in order: shows a slow start or
-    /// a stall that the percentiles of the whole run fold together.
+    /// The 202 latency of the requests due (with `--rate`; otherwise sent) in each 100 ms of the run,
+    /// in order: shows a slow start or a stall that the percentiles of the whole run fold together.
+    /// Unpaced, a stall shows in the window its requests were sent in, and the windows after it may
+    /// hold none.
     pub ingest_timeline: Vec<TimelineWindow>,
     /// Webhooks delivered per second, from the first ingest to the last first delivery.
     pub delivery_rps: f64,
@@ -167,7 +169,7 @@ pub struct TimelineWindow {
 /// The length of a window of the ingest timeline.
 const TIMELINE_WINDOW: Duration = Duration::from_millis(100);
 
-/// A latency histogram per [`TIMELINE_WINDOW`], by when each request was due.
+/// A latency histogram per [`TIMELINE_WINDOW`], by when each request was due or sent.
 #[derive(Default)]
 struct Timeline(Vec<Histogram<u64>>);
 
