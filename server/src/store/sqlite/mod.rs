@@ -44,6 +44,13 @@ const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
 /// Most log cursors one step of the attempt index covers; bounds how long a step holds the writer.
 const ATTEMPT_INDEX_STEP: i64 = 4096;
 
+/// Log pages written between two checkpoints: SQLite's own cadence, kept on purpose. Measured with
+/// `whctl bench`, ten times fewer but larger checkpoints gave the same rate with a longer latency
+/// tail (each stalls the commit it runs in), checkpoints of a quarter the size made no difference,
+/// and checkpointing from a connection of its own beside the writer made the tail worse still (its
+/// fsyncs delay the writer's).
+const CHECKPOINT_PAGES: u64 = 1000;
+
 /// How long a statement waits for the write lock before giving up; generous because the only
 /// contender is this process's own writer connection, and a checkpoint can take a moment.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,11 +120,7 @@ impl SqliteStore {
             // 32 MiB of page cache per connection (the default is 2 MiB): the hot part of the
             // queue and its indexes stay in memory.
             .pragma("cache_size", "-32768")
-            // SQLite's own checkpoint cadence (every 1,000 WAL pages) is kept on purpose: measured with
-            // `whctl bench`, ten times fewer but larger checkpoints gave the same rate with a longer
-            // latency tail (each stalls the commit it runs in), and checkpointing from a connection of
-            // its own beside the writer made the tail worse still (its fsyncs delay the writer's).
-            .pragma("wal_autocheckpoint", "1000")
+            .pragma("wal_autocheckpoint", CHECKPOINT_PAGES.to_string())
             .foreign_keys(false);
 
         // Group commits come in about a hundred shapes (rows queued × attempts recorded, each padded

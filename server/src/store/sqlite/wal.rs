@@ -1,8 +1,8 @@
 //! Preallocates SQLite's write-ahead log, as PostgreSQL zero-fills each new WAL segment. While the
 //! log file grows, every commit's fsync also allocates the new blocks and writes the file's size
-//! (measured with `perf trace` on a fresh database at 5,500 webhooks/s: most of the log's fsyncs took
-//! 1–5.5 ms until the first checkpoint, against about 0.3 ms once SQLite wrote over blocks it had
-//! already written). SQLite deletes the log when it closes the database and starts it again from
+//! (measured on this project's machines: a 16 KiB write and its fsync took 0.30–0.45 ms at the median
+//! past the end of a file, 0.15–0.20 ms over blocks already written; `perf trace` of a fresh whd
+//! showed most of the log's fsyncs over 1 ms until the first checkpoint). SQLite deletes the log when it closes the database and starts it again from
 //! its beginning after each complete checkpoint, so without this every start paid that growth.
 //! Zeros past the log's end are no frames to SQLite: recovery stops at the first frame whose salt
 //! and checksum do not match, as it does after a checkpoint has restarted a longer log.
@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 
 use sqlx::SqliteConnection;
 
-use super::begin_write;
+use super::{CHECKPOINT_PAGES, begin_write};
 use crate::store::StoreError;
 
-/// The log's size once preallocated: twice the frames written between two checkpoints (SQLite's
-/// `wal_autocheckpoint` of 1,000 pages, each frame a page and a 24-byte header), so that a log whose
-/// checkpoint readers held back part of the way still finds its blocks written.
-const PREALLOCATED_BYTES: u64 = 2 * 1000 * (4096 + 24) + 32;
+/// The log's size once preallocated: twice the frames written between two checkpoints (each frame a
+/// page of SQLite's default 4 KiB and a 24-byte header, after the log's 32-byte header), so that a
+/// log whose checkpoint readers held back part of the way still finds its blocks written.
+const PREALLOCATED_BYTES: u64 = 2 * CHECKPOINT_PAGES * (4096 + 24) + 32;
 
 /// Zero-fills the write-ahead log of the database at `database` up to [`PREALLOCATED_BYTES`], under
 /// the write lock so that no other connection appends frames meanwhile. A log already that long, or
