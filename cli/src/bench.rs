@@ -273,6 +273,7 @@ pub(crate) async fn run(
     let receiver = Receiver::start(
         Duration::from_millis(args.receiver_delay),
         args.failure_rate,
+        args.count,
     )
     .await?;
     let client = http_client(args.concurrency);
@@ -636,7 +637,9 @@ async fn ingest_all(
             let mut latency = latency_histogram();
             let mut timeline = Timeline::default();
             let mut errors: HashMap<String, u64> = HashMap::new();
-            let mut sent_at = HashMap::new();
+            // A list, not a map: the sender's hot loop only appends (a map rehashes as it grows, and
+            // every sender's map grew past the same sizes at the same moment).
+            let mut sent_at = Vec::new();
             loop {
                 if let Some(turns) = &turns {
                     turns
@@ -670,7 +673,7 @@ async fn ingest_all(
                         if hangs {
                             hanging.fetch_add(1, Ordering::Relaxed);
                         } else if let Some(id) = delivery_id(&answer) {
-                            sent_at.insert(id, sent);
+                            sent_at.push((id, sent));
                         }
                     }
                     Ok((status, _)) => {
@@ -688,7 +691,7 @@ async fn ingest_all(
     let mut latency = latency_histogram();
     let mut timeline = Timeline::default();
     let mut errors = HashMap::new();
-    let mut sent_at = HashMap::new();
+    let mut sent_at = HashMap::with_capacity(usize::try_from(count).unwrap_or(usize::MAX));
     while let Some(joined) = tasks.join_next().await {
         if let Ok((task_latency, task_timeline, task_errors, task_sent)) = joined {
             let _ = latency.add(&task_latency);
@@ -833,7 +836,12 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start(delay: Duration, failure_rate: f64) -> Result<Receiver, CliError> {
+    /// Starts the receiver; `expected` is how many webhooks the run sends.
+    async fn start(
+        delay: Duration,
+        failure_rate: f64,
+        expected: u64,
+    ) -> Result<Receiver, CliError> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|error| CliError::Bench(format!("cannot start the receiver: {error}")))?;
@@ -844,7 +852,12 @@ impl Receiver {
             addr,
             requests: Arc::default(),
             failed_on_purpose: Arc::default(),
-            first_seen: Arc::default(),
+            // Sized for the whole run up front: growing a map of a hundred thousand ids rehashes them
+            // all under the lock, which stalled both of the benchmark's threads for tens of
+            // milliseconds, and that stall was counted as whd's ingest latency.
+            first_seen: Arc::new(Mutex::new(HashMap::with_capacity(
+                usize::try_from(expected).unwrap_or(usize::MAX),
+            ))),
             arrived: Arc::default(),
             stop: CancellationToken::new(),
         };
