@@ -169,30 +169,34 @@ pub struct TimelineWindow {
 /// The length of a window of the ingest timeline.
 const TIMELINE_WINDOW: Duration = Duration::from_millis(100);
 
-/// A latency histogram per [`TIMELINE_WINDOW`], by when each request was due or sent.
+/// Every request's latency with its [`TIMELINE_WINDOW`], by when it was due or sent; histograms per
+/// window are built once the run is over. (A histogram per window and sender, made as the run went,
+/// allocated and zeroed megabytes at every window's start, all senders at once, and that pause was
+/// counted as whd's latency.)
 #[derive(Default)]
-struct Timeline(Vec<Histogram<u64>>);
+struct Timeline(Vec<(u32, u64)>);
 
 impl Timeline {
     fn record(&mut self, since_start: Duration, micros: u64) {
-        let window = (since_start.as_micros() / TIMELINE_WINDOW.as_micros()) as usize;
-        if self.0.len() <= window {
-            self.0.resize_with(window + 1, latency_histogram);
-        }
-        let _ = self.0[window].record(micros);
+        let window = since_start.as_micros() / TIMELINE_WINDOW.as_micros();
+        self.0
+            .push((u32::try_from(window).unwrap_or(u32::MAX), micros));
     }
 
-    fn add(&mut self, other: &Timeline) {
-        if self.0.len() < other.0.len() {
-            self.0.resize_with(other.0.len(), latency_histogram);
-        }
-        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
-            let _ = mine.add(theirs);
-        }
+    fn add(&mut self, other: Timeline) {
+        self.0.extend(other.0);
     }
 
     fn windows(&self) -> Vec<TimelineWindow> {
-        self.0
+        let mut histograms: Vec<Histogram<u64>> = Vec::new();
+        for &(window, micros) in &self.0 {
+            let window = window as usize;
+            if histograms.len() <= window {
+                histograms.resize_with(window + 1, latency_histogram);
+            }
+            let _ = histograms[window].record(micros);
+        }
+        histograms
             .iter()
             .enumerate()
             .map(|(index, histogram)| TimelineWindow {
@@ -695,7 +699,7 @@ async fn ingest_all(
     while let Some(joined) = tasks.join_next().await {
         if let Ok((task_latency, task_timeline, task_errors, task_sent)) = joined {
             let _ = latency.add(&task_latency);
-            timeline.add(&task_timeline);
+            timeline.add(task_timeline);
             for (kind, count) in task_errors {
                 *errors.entry(kind).or_default() += count;
             }
