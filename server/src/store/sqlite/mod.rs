@@ -5,11 +5,13 @@
 //! fails half-way with `SQLITE_BUSY`; readers never block the writer in WAL mode. One file is served by
 //! one `whd` process, so this node's clock is the database's clock.
 
+mod attempt_index;
 mod batch;
 mod wal;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,9 +42,6 @@ const CLAIM_PAYLOAD: &str = "(SELECT q.payload FROM delivery_log AS q \
 /// delivery still pending, which holds the payload its next attempt sends.
 const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
      (SELECT 1 FROM deliveries AS d WHERE d.id = l.delivery_id AND d.status = 1))";
-
-/// Most log cursors one step of the attempt index covers; bounds how long a step holds the writer.
-const ATTEMPT_INDEX_STEP: i64 = 4096;
 
 /// Log pages written between two checkpoints: SQLite's own cadence, kept on purpose. Measured with
 /// `whctl bench`, ten times fewer but larger checkpoints gave the same rate with a longer latency
@@ -97,6 +96,9 @@ async fn begin_write(
 pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
+    /// Retention purges that deleted log entries so far: the attempts index reads the log outside
+    /// the writer and starts a step over when a purge came in between.
+    log_purges: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -144,7 +146,11 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            log_purges: Arc::default(),
+        })
     }
 }
 
@@ -350,48 +356,10 @@ impl Store for SqliteStore {
     }
 
     async fn index_attempts(&self) -> Result<bool, StoreError> {
-        let mut writer = self.writer.lock().await?;
-        let mut tx = begin_write(&mut writer).await?;
-        let (indexed_through, newest): (i64, i64) = sqlx::query_as(
-            "SELECT indexed_through, coalesce((SELECT max(cursor) FROM delivery_log), 0) \
-             FROM subscription_attempts_progress",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let through = newest.min(indexed_through + ATTEMPT_INDEX_STEP);
-        if through <= indexed_through {
-            return Ok(false);
+        match attempt_index::read_step(self).await? {
+            Some(step) => attempt_index::write_step(self, step).await,
+            None => Ok(false),
         }
-        // Subscriptions seen for the first time get their key here, so that creating one costs
-        // nothing extra. OR IGNORE: a subscription keeps the key it has.
-        sqlx::query(
-            "INSERT OR IGNORE INTO subscription_keys (subscription_id) \
-             SELECT DISTINCT subscription_id FROM delivery_log \
-             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2",
-        )
-        .bind(indexed_through)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
-        // Sorted by key, so each page of the index is visited once per step, however many of the
-        // step's attempts land on it. OR IGNORE: a step repeated after a crash finds its rows there.
-        // CROSS JOIN keeps the log's cursor range as the outer loop: the other way round, SQLite
-        // would scan that range once per subscription.
-        sqlx::query(
-            "INSERT OR IGNORE INTO subscription_attempts (subscription_key, cursor) \
-             SELECT key, cursor FROM delivery_log CROSS JOIN subscription_keys USING (subscription_id) \
-             WHERE cursor > ?1 AND cursor <= ?2 AND kind = 2 ORDER BY key, cursor",
-        )
-        .bind(indexed_through)
-        .bind(through)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE subscription_attempts_progress SET indexed_through = ?")
-            .bind(through)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(through < newest)
     }
 
     async fn events_after(
@@ -446,6 +414,11 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
+        // Still holding the writer, so an index step that read the log before this commit sees the
+        // count change before it can write.
+        if log_entries > 0 {
+            self.log_purges.fetch_add(1, Ordering::Release);
+        }
         Ok(PurgeCounts {
             log_entries,
             deliveries,
@@ -853,6 +826,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left, 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_index_step_read_before_a_purge_starts_over_and_indexes_nothing_that_is_gone() {
+        let (_dir, store) = temporary_store().await;
+        let subscription = SubscriptionId::generate();
+        for _ in 0..3 {
+            attempted_once(&store, &[&subscription]).await;
+        }
+        let step = attempt_index::read_step(&store)
+            .await
+            .unwrap()
+            .expect("three attempts to index");
+
+        // Retention takes the whole log (every delivery has finished) before the step is written.
+        let mut purged = 0;
+        for _ in 0..3 {
+            purged += store.purge(now_millis() + 1, 50).await.unwrap().log_entries;
+        }
+        assert_eq!(purged, 6, "three queued entries and three attempts");
+        assert!(
+            attempt_index::write_step(&store, step).await.unwrap(),
+            "the step starts over"
+        );
+        while store.index_attempts().await.unwrap() {}
+        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(indexed, 0, "no index entry for a log entry that is gone");
+
+        // The next attempt is indexed as usual.
+        attempted_once(&store, &[&subscription]).await;
+        while store.index_attempts().await.unwrap() {}
+        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(indexed, 1);
+        assert_eq!(every_attempt(&store, &subscription, 10).await.len(), 1);
         store.close().await;
     }
 }
