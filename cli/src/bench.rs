@@ -212,6 +212,13 @@ impl Timeline {
     }
 }
 
+/// Room to reserve up front for `count` entries: all of them, up to a bound that keeps an absurd `-n`
+/// from reserving all memory at once (beyond it, collections grow as they fill).
+fn presized(count: u64) -> usize {
+    const MOST: u64 = 1 << 24;
+    usize::try_from(count.min(MOST)).expect("2^24 fits in usize")
+}
+
 fn latency_histogram() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("3 significant digits is a valid precision")
 }
@@ -630,8 +637,7 @@ async fn ingest_all(
         .map(|rate| Pacer::start(started, rate, count, args.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     // A quarter more than an even share, so that a sender that gets ahead does not grow its lists.
-    let expected_per_sender =
-        usize::try_from(count / args.concurrency as u64 * 5 / 4 + 16).unwrap_or(0);
+    let expected_per_sender = presized(count / args.concurrency as u64 * 5 / 4 + 16);
     for _ in 0..args.concurrency {
         let (client, urls, body, next, progress, hanging_url, hanging) = (
             client.clone(),
@@ -703,7 +709,7 @@ async fn ingest_all(
     let mut latency = latency_histogram();
     let mut timeline = Timeline::default();
     let mut errors = HashMap::new();
-    let mut sent_at = HashMap::with_capacity(usize::try_from(count).unwrap_or(usize::MAX));
+    let mut sent_at = HashMap::with_capacity(presized(count));
     while let Some(joined) = tasks.join_next().await {
         if let Ok((task_latency, task_timeline, task_errors, task_sent)) = joined {
             let _ = latency.add(&task_latency);
@@ -867,9 +873,7 @@ impl Receiver {
             // Sized for the whole run up front: growing a map of a hundred thousand ids rehashes them
             // all under the lock, which stalled both of the benchmark's threads for tens of
             // milliseconds, and that stall was counted as whd's ingest latency.
-            first_seen: Arc::new(Mutex::new(HashMap::with_capacity(
-                usize::try_from(expected).unwrap_or(usize::MAX),
-            ))),
+            first_seen: Arc::new(Mutex::new(HashMap::with_capacity(presized(expected)))),
             arrived: Arc::default(),
             stop: CancellationToken::new(),
         };
