@@ -1,11 +1,12 @@
 //! One step of SQLite's per-subscription attempts index (`subscription_attempts`), kept behind the
-//! log. A step is read from a snapshot on a reader connection and written on the writer, so that the
-//! writer, which every group commit waits for, is held only for the inserts: scanning a step's range
-//! of the log (payloads and all) and sorting it was most of a step's time.
+//! log. A step is read on a reader connection and written on the writer, so that the writer, which
+//! every group commit waits for, is held only for the inserts: scanning a step's range of the log
+//! (payloads and all) and sorting it was most of a step's time.
 //!
-//! Log entries never change once written, and only retention deletes them. A purge committed between
-//! a step's read and its write makes the step start over, so the index never gains an entry for a log
-//! entry that is gone.
+//! The read is two statements, and need not be one snapshot: every entry up to the newest cursor the
+//! first one sees is committed (the only writer's cursors grow), log entries never change once
+//! written, and only retention deletes them. A purge committed between a step's read and its write
+//! makes the step start over, so the index never gains an entry for a log entry that is gone.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,7 +19,7 @@ use crate::store::StoreError;
 /// Most log cursors one step covers; bounds how long a step holds the writer.
 const STEP: i64 = 4096;
 
-/// The attempts of a range of the log, read from one snapshot, to be indexed in one transaction.
+/// The attempts of a range of the log, read on a reader, to be indexed in one transaction.
 #[derive(Debug)]
 pub(super) struct Step {
     /// Log deletions the store had seen before the read.
