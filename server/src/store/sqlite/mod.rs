@@ -7,6 +7,7 @@
 
 mod attempt_index;
 mod batch;
+mod checkpoint;
 mod wal;
 
 use std::str::FromStr;
@@ -43,12 +44,15 @@ const CLAIM_PAYLOAD: &str = "(SELECT q.payload FROM delivery_log AS q \
 const PURGEABLE_LOG_ENTRY: &str = "NOT (l.kind = 1 AND EXISTS \
      (SELECT 1 FROM deliveries AS d WHERE d.id = l.delivery_id AND d.status = 1))";
 
-/// Log pages written between two checkpoints: SQLite's own cadence, kept on purpose. Measured with
-/// `whctl bench`, ten times fewer but larger checkpoints gave the same rate with a longer latency
-/// tail (each stalls the commit it runs in), checkpoints of a quarter the size made no difference,
-/// and checkpointing from a connection of its own beside the writer made the tail worse still (its
-/// fsyncs delay the writer's).
+/// Log pages not yet copied into the database at which the checkpointer copies them: SQLite's own
+/// cadence, kept on purpose. Measured with `whctl bench` when the writer checkpointed itself, ten
+/// times fewer but larger checkpoints gave the same rate with a longer latency tail (each stalled
+/// the commit it ran in), and checkpoints of a quarter the size made no difference.
 const CHECKPOINT_PAGES: u64 = 1000;
+
+/// The writer's own checkpoint comes at this many times the checkpointer's threshold (see
+/// [`checkpoint`]).
+const BACKSTOP_CHECKPOINTS: u64 = 4;
 
 /// How long a statement waits for the write lock before giving up; generous because the only
 /// contender is this process's own writer connection, and a checkpoint can take a moment.
@@ -99,6 +103,7 @@ pub struct SqliteStore {
     /// Retention purges that deleted log entries so far: the attempts index reads the log outside
     /// the writer and starts a step over when a purge came in between.
     log_purges: Arc<AtomicU64>,
+    checkpointer: checkpoint::Checkpointer,
 }
 
 impl SqliteStore {
@@ -122,7 +127,10 @@ impl SqliteStore {
             // 32 MiB of page cache per connection (the default is 2 MiB): the hot part of the
             // queue and its indexes stay in memory.
             .pragma("cache_size", "-32768")
-            .pragma("wal_autocheckpoint", CHECKPOINT_PAGES.to_string())
+            .pragma(
+                "wal_autocheckpoint",
+                (BACKSTOP_CHECKPOINTS * CHECKPOINT_PAGES).to_string(),
+            )
             .foreign_keys(false);
 
         // Group commits come in about a hundred shapes (rows queued × attempts recorded, each padded
@@ -144,12 +152,15 @@ impl SqliteStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(BUSY_TIMEOUT)
             .test_before_acquire(false)
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
             .await?;
+        let checkpointer =
+            checkpoint::Checkpointer::spawn(base.connect().await?, base.get_filename());
         Ok(SqliteStore {
             writer,
             reader,
             log_purges: Arc::default(),
+            checkpointer,
         })
     }
 }
@@ -441,6 +452,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.checkpointer.close().await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -867,6 +879,63 @@ mod tests {
             .unwrap();
         assert_eq!(indexed, 1);
         assert_eq!(every_attempt(&store, &subscription, 10).await.len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_log_is_copied_into_the_database_beside_the_writer_long_before_its_own_checkpoint()
+    {
+        let (dir, store) = temporary_store().await;
+        let subscription_id = SubscriptionId::generate();
+        // 8 KiB payloads: about two pages each, so six batches of a hundred write some 1,200 pages
+        // of log, past the checkpointer's threshold and short of the writer's.
+        let payload = bytes::Bytes::from(format!("\"{}\"", "x".repeat(8 * 1024)));
+        for _ in 0..6 {
+            let enqueue = (0..100)
+                .map(|_| crate::store::NewDelivery {
+                    id: DeliveryId::generate(),
+                    subscription_id: subscription_id.clone(),
+                    event_type: None,
+                    payload: payload.clone(),
+                    start: crate::store::FirstAttempt::DueAfter(Duration::ZERO),
+                })
+                .collect();
+            store
+                .commit(&WriteBatch {
+                    enqueue,
+                    ..WriteBatch::default()
+                })
+                .await
+                .unwrap();
+        }
+
+        let shm = std::fs::File::open(dir.path().join("whd.db-shm")).unwrap();
+        let mut progress = checkpoint::log_progress(&shm).unwrap();
+        for _ in 0..200 {
+            if progress.1 > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            progress = checkpoint::log_progress(&shm).unwrap();
+        }
+        let (frames, copied) = progress;
+        assert!(
+            u64::from(frames) > CHECKPOINT_PAGES,
+            "the log holds {frames} frames"
+        );
+        assert!(
+            u64::from(frames) < BACKSTOP_CHECKPOINTS * CHECKPOINT_PAGES,
+            "the writer has not checkpointed: the log holds {frames} frames"
+        );
+        assert!(
+            u64::from(copied) >= CHECKPOINT_PAGES,
+            "the checkpointer copied {copied} of {frames} frames"
+        );
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(queued, 600);
         store.close().await;
     }
 }

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 
 use sqlx::SqliteConnection;
 
-use super::{CHECKPOINT_PAGES, begin_write};
+use super::{BACKSTOP_CHECKPOINTS, CHECKPOINT_PAGES, begin_write};
 use crate::store::StoreError;
 
-/// The log's size once preallocated: twice the frames written between two checkpoints (each frame a
-/// page of SQLite's default 4 KiB and a 24-byte header, after the log's 32-byte header), so that a
-/// log whose checkpoint readers held back part of the way still finds its blocks written.
-const PREALLOCATED_BYTES: u64 = 2 * CHECKPOINT_PAGES * (4096 + 24) + 32;
+/// The log's size once preallocated: the frames it holds before the writer's own checkpoint lets it
+/// start over, and a checkpointer's threshold more (each frame a page of SQLite's default 4 KiB and a
+/// 24-byte header, after the log's 32-byte header), so that a log whose checkpoint readers held back
+/// part of the way still finds its blocks written.
+const PREALLOCATED_BYTES: u64 = (BACKSTOP_CHECKPOINTS + 1) * CHECKPOINT_PAGES * (4096 + 24) + 32;
 
 /// Zero-fills the write-ahead log of the database at `database` up to [`PREALLOCATED_BYTES`], under
 /// the write lock so that no other connection appends frames meanwhile. A log already that long, or
