@@ -858,10 +858,7 @@ mod tests {
             all_at_once,
             "all indexed now"
         );
-        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
+        let indexed = index_entries(&store).await;
         assert_eq!(indexed, 14 + 9, "one index entry per attempt");
 
         // Retention takes index entries with their log entries.
@@ -871,10 +868,7 @@ mod tests {
         }
         assert_eq!(purged, 2 * (14 + 9));
         assert!(every_attempt(&store, &mine, 3).await.is_empty());
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
+        let left = index_entries(&store).await;
         assert_eq!(left, 0);
         store.close().await;
     }
@@ -902,19 +896,13 @@ mod tests {
             "the step starts over"
         );
         while store.index_attempts().await.unwrap() {}
-        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
+        let indexed = index_entries(&store).await;
         assert_eq!(indexed, 0, "no index entry for a log entry that is gone");
 
         // The next attempt is indexed as usual.
         attempted_once(&store, &[&subscription]).await;
         while store.index_attempts().await.unwrap() {}
-        let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM subscription_attempts")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
+        let indexed = index_entries(&store).await;
         assert_eq!(indexed, 1);
         assert_eq!(every_attempt(&store, &subscription, 10).await.len(), 1);
         store.close().await;
