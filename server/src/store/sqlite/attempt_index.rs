@@ -122,7 +122,8 @@ pub(super) async fn write_step(store: &SqliteStore, step: Step) -> Result<bool, 
         .await?;
     // Still holding the writer, so no write logs anything between this and the commit.
     let newest: Option<i64> = if store.recent_attempts.in_doubt() {
-        sqlx::query_scalar("SELECT max(cursor) FROM delivery_log")
+        // An empty log (all of it purged): new cursors come after any ever given, so 0 will do.
+        sqlx::query_scalar("SELECT coalesce(max(cursor), 0) FROM delivery_log")
             .fetch_one(&mut *tx)
             .await?
     } else {
