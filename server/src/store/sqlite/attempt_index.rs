@@ -55,12 +55,9 @@ pub(super) async fn read_step(store: &SqliteStore) -> Result<Option<Step>, Store
     if let Some(step) = store.recent_attempts.step(purges, indexed_through) {
         return Ok((step.through > indexed_through).then_some(step));
     }
-    let (indexed_through, newest): (i64, i64) = sqlx::query_as(
-        "SELECT indexed_through, coalesce((SELECT max(cursor) FROM delivery_log), 0) \
-         FROM subscription_attempts_progress",
-    )
-    .fetch_one(&store.reader)
-    .await?;
+    let newest: i64 = sqlx::query_scalar("SELECT coalesce(max(cursor), 0) FROM delivery_log")
+        .fetch_one(&store.reader)
+        .await?;
     let through = newest.min(indexed_through + STEP);
     if through <= indexed_through {
         return Ok(None);
@@ -188,7 +185,7 @@ async fn keyed_entries(
 /// here before it lets go, through [`RecentAttempts::logging`]; a write that fails or is abandoned
 /// leaves the buffer in doubt, and steps read the log until one of them has caught up and set it
 /// going again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RecentAttempts(Mutex<Recent>);
 
 #[derive(Debug, Default)]
@@ -308,20 +305,21 @@ impl Logging<'_> {
         if recent.complete_after.is_none() {
             return;
         }
-        let mut attempts = Vec::new();
+        // The only writer's cursors grow and a write reports its entries in cursor order, so each
+        // attempt comes after everything held; anything else leaves the buffer in doubt.
+        let mut in_order = true;
         for entry in entries {
             recent.newest = recent.newest.max(entry.cursor);
             if entry.kind == EventKind::Attempt {
-                attempts.push((entry.cursor, entry.subscription_id.clone()));
+                in_order &= recent
+                    .attempts
+                    .back()
+                    .is_none_or(|(last, _)| *last < entry.cursor);
+                recent
+                    .attempts
+                    .push_back((entry.cursor, entry.subscription_id.clone()));
             }
         }
-        attempts.sort_unstable_by_key(|(cursor, _)| *cursor);
-        // The only writer's cursors grow, so a write's entries come after everything held.
-        let in_order = match (recent.attempts.back(), attempts.first()) {
-            (Some((last, _)), Some((first, _))) => last < first,
-            _ => true,
-        };
-        recent.attempts.extend(attempts);
         if !in_order || recent.attempts.len() > MOST_RECENT_ATTEMPTS {
             recent.complete_after = None;
             recent.attempts = VecDeque::new();

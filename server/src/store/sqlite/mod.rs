@@ -917,22 +917,13 @@ mod tests {
         // of log, past the checkpointer's threshold and short of the writer's.
         let payload = bytes::Bytes::from(format!("\"{}\"", "x".repeat(8 * 1024)));
         for _ in 0..6 {
-            let enqueue = (0..100)
+            let webhooks = (0..100)
                 .map(|_| crate::store::NewDelivery {
-                    id: DeliveryId::generate(),
-                    subscription_id: subscription_id.clone(),
-                    event_type: None,
                     payload: payload.clone(),
-                    start: crate::store::FirstAttempt::DueAfter(Duration::ZERO),
+                    ..fixtures::leased_webhook(&subscription_id)
                 })
                 .collect();
-            store
-                .commit(&WriteBatch {
-                    enqueue,
-                    ..WriteBatch::default()
-                })
-                .await
-                .unwrap();
+            fixtures::queue(&store, webhooks).await;
         }
 
         let shm = std::fs::File::open(dir.path().join("whd.db-shm")).unwrap();
