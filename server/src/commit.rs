@@ -125,6 +125,13 @@ async fn run(
         };
         let Some(first) = first else { break };
         pending.push(first);
+        // The first write woke this task, often while other requests' handlers were already
+        // runnable on this thread with writes of their own. Letting them run first puts those writes
+        // in this batch rather than the next: at partial load that is fewer, larger commits, each
+        // paying one sync and one round trip to SQLite's thread (measured at half rate with
+        // `whctl bench`: 5 µs less CPU per webhook and fewer slow 100 ms windows, for about 0.15 ms
+        // more at the median).
+        tokio::task::yield_now().await;
         while pending.len() < max_batch {
             match receiver.try_recv() {
                 Ok(write) => pending.push(write),
