@@ -37,6 +37,7 @@ use crate::Context;
 use crate::cpu_time::CpuSnapshot;
 use crate::error::CliError;
 use crate::output::OutputFormat;
+use crate::server_process;
 
 /// Options of `whctl bench`.
 #[derive(Debug, Args)]
@@ -1013,18 +1014,11 @@ impl StartedServer {
         let dir = tempfile::tempdir().map_err(|error| {
             CliError::Bench(format!("cannot create a temporary directory: {error}"))
         })?;
-        let grpc_port = free_port()?;
-        let http_port = free_port()?;
         let mut command = tokio::process::Command::new(&binary);
         command
             .arg("--database-url")
             .arg(dir.path().join("whd.db"))
-            .args([
-                "--grpc-addr",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--http-addr",
-                &format!("127.0.0.1:{http_port}"),
-            ])
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args([
                 "--allow-target-cidr",
                 "127.0.0.0/8",
@@ -1039,40 +1033,22 @@ impl StartedServer {
                 "--retry-jitter",
                 "0",
             ])
-            .args(&args.server_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().map_err(|error| {
-            CliError::Bench(format!(
-                "cannot start {}: {error} (use --whd PATH)",
-                binary.display()
-            ))
-        })?;
-        let server = StartedServer {
-            child,
-            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
-            http_url: format!("http://127.0.0.1:{http_port}"),
-            _dir: dir,
-        };
-        let give_up = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+            .args(&args.server_args);
+        let (child, addresses) = server_process::start(command, false, Duration::from_secs(30))
             .await
-            .is_err()
-        {
-            if Instant::now() > give_up {
-                return Err(CliError::Bench(format!(
-                    "{} did not start listening within 30s",
-                    binary.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(server)
+            .map_err(|error| {
+                let hint = match error {
+                    server_process::StartError::Spawn(_) => " (use --whd PATH)",
+                    _ => "",
+                };
+                CliError::Bench(format!("{}: {error}{hint}", binary.display()))
+            })?;
+        Ok(StartedServer {
+            child,
+            grpc_url: format!("http://{}", addresses.grpc),
+            http_url: format!("http://{}", addresses.http),
+            _dir: dir,
+        })
     }
 
     fn pid(&self) -> Option<u32> {
@@ -1107,15 +1083,6 @@ fn default_whd_binary() -> PathBuf {
         Some(path) if path.exists() => path,
         _ => PathBuf::from("whd"),
     }
-}
-
-fn free_port() -> Result<u16, CliError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|error| CliError::Bench(error.to_string()))?;
-    Ok(listener
-        .local_addr()
-        .map_err(|error| CliError::Bench(error.to_string()))?
-        .port())
 }
 
 /// `whd 80 µs  bench 55 µs  (steal 0.11 s)`, each part only where it was measured.

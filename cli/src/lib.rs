@@ -11,6 +11,7 @@
 //! - `watch`: `whctl watch`, following delivery events live and resuming after a broken stream
 //! - `listen`: `whctl listen`, a local webhook receiver that prints what it gets
 //! - `bench`: `whctl bench`, the load generator with its own receiver and ceiling measurement
+//! - `server_process`: a `whd` started as a child process, on ports it picks itself (for `bench`)
 //! - `cpu_time`: CPU time of the benchmark, its server and the machine's steal, read from `/proc`
 //! - `verify`: Standard Webhooks signature checks for `listen`
 //! - `output`: tables, key/value blocks, JSON and value formatting shared by every command
@@ -32,6 +33,7 @@ mod error;
 pub mod ingest;
 pub mod listen;
 mod output;
+pub mod server_process;
 pub mod subscriptions;
 mod verify;
 pub mod watch;

@@ -8,7 +8,6 @@
 //! fail rather than skip, so a green run always means the dashboard was exercised.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 use tokio::process::{Child, Command};
-use whd_e2e::{Receiver, TestServer, eventually};
+use whd_e2e::{Receiver, TestServer, eventually, free_port};
 use whd_sdk::{CreateSubscriptionRequest, IngestOptions, Subscription};
 
 /// How long a test waits for the page to reflect something.
@@ -232,13 +231,6 @@ fn ask_to_quit(driver_address: &str) {
         let _ = connection
             .write_all(b"GET /shutdown HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 #[tokio::test]

@@ -3,12 +3,11 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use whd_e2e::{Receiver, Reply, eventually, test_args};
+use whd_e2e::{Receiver, Reply, eventually, start_server, test_args};
 use whd_sdk::{
     AttemptOutcome, Client, ClientConfig, CreateSubscriptionRequest, Delivery, DeliveryStatus,
     IngestOptions, Subscription,
@@ -27,10 +26,6 @@ fn temporary_database() -> (tempfile::TempDir, PathBuf) {
 }
 
 /// `whd` as a child process, with a client connected to it.
-///
-/// The harness's `ServerProcess` appends its ports (and any extra flags) after `test_args`, which
-/// already name `--grpc-addr` and `--http-addr`; the server refuses a flag given twice, so it never
-/// starts. This one replaces the value of a flag that is already there instead.
 #[derive(Debug)]
 struct ServerProcess {
     child: Child,
@@ -38,55 +33,20 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `whd` on `database` with the test flags, `overrides` (pairs of flag and value) replacing
-    /// or adding to them, and waits until it accepts connections.
+    /// Starts `whd` on `database` with the test flags, then `overrides` (a flag given again wins), and
+    /// waits until it serves.
     async fn start(database: &Path, overrides: &[&str]) -> ServerProcess {
-        let grpc_addr = format!("127.0.0.1:{}", free_port());
-        let http_addr = format!("127.0.0.1:{}", free_port());
         let mut args = test_args(database);
         args.remove(0);
-        set_flag(&mut args, "--grpc-addr", &grpc_addr);
-        set_flag(&mut args, "--http-addr", &http_addr);
-        assert!(
-            overrides.len().is_multiple_of(2),
-            "overrides come in pairs of flag and value: {overrides:?}"
-        );
-        for pair in overrides.chunks(2) {
-            set_flag(&mut args, pair[0], pair[1]);
-        }
-        let child = Command::new(SERVER_BINARY)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("RUST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the server binary starts");
-        let mut process = ServerProcess {
-            child,
-            client: Client::connect_lazy(ClientConfig {
-                server: format!("http://{grpc_addr}"),
-                ingest_url: format!("http://{http_addr}"),
-                api_token: None,
-            })
-            .expect("the client configuration is valid"),
-        };
-        eventually(DEADLINE, "the server process accepts connections", || {
-            let exited = process.child.try_wait().ok().flatten();
-            assert!(exited.is_none(), "the server process exited: {exited:?}");
-            let (http_addr, client) = (http_addr.clone(), process.client.clone());
-            async move {
-                TcpStream::connect(&http_addr).await.ok()?;
-                client.list_subscriptions(Default::default()).await.ok()?;
-                Some(())
-            }
+        args.extend(overrides.iter().map(|arg| arg.to_string()));
+        let (child, addresses) = start_server(SERVER_BINARY, &args).await;
+        let client = Client::connect_lazy(ClientConfig {
+            server: format!("http://{}", addresses.grpc),
+            ingest_url: format!("http://{}", addresses.http),
+            api_token: None,
         })
-        .await;
-        process
+        .expect("the client configuration is valid");
+        ServerProcess { child, client }
     }
 
     /// Kills the process with SIGKILL: no shutdown, no cleanup, like a crash.
@@ -111,23 +71,6 @@ impl ServerProcess {
             .expect("the server process exits after SIGTERM")
             .expect("the exit status can be read")
     }
-}
-
-/// Sets `flag` to `value`, replacing its value when `args` already has it.
-fn set_flag(args: &mut Vec<String>, flag: &str, value: &str) {
-    match args.iter().position(|arg| arg == flag) {
-        Some(index) => args[index + 1] = value.to_owned(),
-        None => args.extend([flag.to_owned(), value.to_owned()]),
-    }
-}
-
-/// A port that was free a moment ago (the same approach as the harness).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding port 0 succeeds");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
 }
 
 async fn subscribe(client: &Client, url: &str) -> Subscription {

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +11,8 @@ use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::process::Child;
-use whd_e2e::{Receiver, Reply, TestServer, eventually, test_args};
+use whctl::server_process::ServingAddresses;
+use whd_e2e::{Receiver, Reply, TestServer, eventually, free_port, start_server, test_args};
 use whd_sdk::{
     AttemptOutcome, Client, ClientConfig, CreateSubscriptionRequest, DeliveryEvent,
     DeliveryEventKind, DeliveryEventStream, DeliveryStatus, IngestOptions, Subscription,
@@ -493,45 +493,21 @@ impl Write for SharedOutput {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a loopback port can be bound")
-        .port()
-}
-
-/// Starts the server binary on these ports with its database at `database`, and waits until its gRPC
-/// port accepts connections.
-async fn start_server_process(database: &std::path::Path, grpc: u16, http: u16) -> Child {
+/// Starts the server binary with its database at `database` on these addresses (port 0: ports it picks
+/// itself), and waits until it serves; returns it with the addresses it serves on.
+async fn start_server_process(
+    database: &std::path::Path,
+    addresses: ServingAddresses,
+) -> (Child, ServingAddresses) {
     let mut args = test_args(database);
     args.remove(0);
     args.extend([
         "--grpc-addr".into(),
-        format!("127.0.0.1:{grpc}"),
+        addresses.grpc.to_string(),
         "--http-addr".into(),
-        format!("127.0.0.1:{http}"),
+        addresses.http.to_string(),
     ]);
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_whd-test-server"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server binary starts");
-    let address = format!("127.0.0.1:{grpc}");
-    eventually(
-        DEADLINE,
-        "the server process accepts gRPC connections",
-        || async {
-            tokio::net::TcpStream::connect(&address)
-                .await
-                .ok()
-                .map(drop)
-        },
-    )
-    .await;
-    child
+    start_server(env!("CARGO_BIN_EXE_whd-test-server"), &args).await
 }
 
 /// Kills the server with SIGKILL, like a crash: open streams break without an end.
@@ -546,12 +522,18 @@ async fn kill(mut server: Child) {
 async fn whctl_watch_resumes_after_a_server_crash_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("whd.db");
-    // Fixed ports, so that the restarted server is where whctl reconnects to.
-    let (grpc, http) = (free_port(), free_port());
-    let server = start_server_process(&database, grpc, http).await;
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let (server, addresses) = start_server_process(
+        &database,
+        ServingAddresses {
+            grpc: any_port,
+            http: any_port,
+        },
+    )
+    .await;
     let config = ClientConfig {
-        server: format!("http://127.0.0.1:{grpc}"),
-        ingest_url: format!("http://127.0.0.1:{http}"),
+        server: format!("http://{}", addresses.grpc),
+        ingest_url: format!("http://{}", addresses.http),
         api_token: None,
     };
     let client = Client::connect(config.clone()).await.unwrap();
@@ -595,7 +577,8 @@ async fn whctl_watch_resumes_after_a_server_crash_without_gap_or_duplicate() {
     .await;
 
     kill(server).await;
-    let server = start_server_process(&database, grpc, http).await;
+    // On the same ports, so that the restarted server is where whctl reconnects to.
+    let (server, _) = start_server_process(&database, addresses).await;
     let client = Client::connect(config).await.unwrap();
     for n in 0..2 {
         ingest(

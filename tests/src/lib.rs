@@ -16,7 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use database::{Backend, TestDatabase, postgres_url};
-pub use process::ServerProcess;
+pub use process::{ServerProcess, free_port, start_server};
 pub use receiver::{Received, Receiver, Reply};
 pub use server::{TestServer, test_args};
 
